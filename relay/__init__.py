@@ -1,0 +1,1 @@
+"""neo-teams-relay: bridges Microsoft Teams bots to the Neo chat API."""

@@ -1,0 +1,286 @@
+"""Settings and the bot registry, validated once at start-up.
+
+Operators configure the relay with environment variables (or an optional ``.env``); the bots it
+serves live in a separate registry file (``RELAY_BOTS_FILE``, TOML or JSON) whose secrets are given
+*by reference* — an environment variable or a file — so a committed registry never holds one.
+Every problem is raised as :class:`relay.errors.ConfigError` naming the key to fix; modules never
+read ``os.environ`` themselves, they receive a :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+from relay.domain import BotId, TenantId
+from relay.errors import ConfigError
+
+PUBLIC_OPENID_METADATA_URL = "https://login.botframework.com/v1/.well-known/openidconfiguration"
+PUBLIC_TOKEN_ISSUER = "https://api.botframework.com"
+PUBLIC_LOGIN_URL = "https://login.microsoftonline.com"
+BOT_FRAMEWORK_SCOPE = "https://api.botframework.com"
+
+# Hosts Teams / Bot Framework use for serviceUrl (public cloud, GCC, GCC High, DoD). A serviceUrl
+# outside these is refused before anything is sent to it, so a forged activity cannot make the
+# relay hand its bot token to someone else (reference: peers-and-pitfalls.md §1 "Inbound auth").
+DEFAULT_SERVICE_URL_ALLOWLIST = (
+    "smba.trafficmanager.net",
+    "*.trafficmanager.net",
+    "*.botframework.com",
+    "*.teams.microsoft.com",
+    "*.botframework.us",
+    "*.botframework.azure.us",
+    "*.teams.microsoft.us",
+)
+
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_NEO_KEY = re.compile(r"^neo_sk_[A-Za-z0-9]+_[A-Za-z0-9_\-]{8,}$")
+_PLACEHOLDERS = ("changeme", "change-me", "placeholder", "your-", "your_", "xxxx", "<", "todo")
+
+
+def _is_placeholder(value: str) -> bool:
+    low = value.lower()
+    return any(p in low for p in _PLACEHOLDERS)
+
+
+class AppType(StrEnum):
+    SINGLE_TENANT = "SingleTenant"
+    MULTI_TENANT = "MultiTenant"
+    USER_ASSIGNED_MSI = "UserAssignedMSI"
+
+
+class BotConfig(BaseModel):
+    """One registered bot: its Entra app id, how it authenticates outbound, and its label."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    app_id: BotId
+    app_type: AppType = AppType.SINGLE_TENANT
+    tenant_id: TenantId | None = None
+    name: str | None = None
+    secret: SecretStr | None = None  # resolved from secret_env / secret_file, never inline
+
+    @property
+    def authority_tenant(self) -> str:
+        """Tenant segment of the token authority (``botframework.com`` for legacy MultiTenant)."""
+        if self.app_type is AppType.MULTI_TENANT:
+            return self.tenant_id or "botframework.com"
+        assert self.tenant_id is not None  # enforced by _parse_bot
+        return self.tenant_id
+
+
+def _parse_bot(index: int, raw: Any, base_dir: Path, env: dict[str, str]) -> BotConfig:
+    key = f"RELAY_BOTS_FILE: bots[{index}]"
+    if not isinstance(raw, dict):
+        raise ConfigError(key, "each bot must be a table/object")
+    raw = dict(raw)
+    if "secret" in raw or "password" in raw or "app_password" in raw:
+        raise ConfigError(
+            f"{key}.secret",
+            "secrets must not be inline; use secret_env (an environment variable name) "
+            "or secret_file (a path)",
+        )
+    app_id = str(raw.get("app_id", "")).strip()
+    if not app_id:
+        raise ConfigError(f"{key}.app_id", "missing")
+    if _is_placeholder(app_id) or not _GUID.match(app_id):
+        raise ConfigError(f"{key}.app_id", f"not an Entra app id (GUID): {app_id!r}")
+    app_type_raw = str(raw.pop("app_type", AppType.SINGLE_TENANT.value))
+    try:
+        app_type = next(t for t in AppType if t.value.lower() == app_type_raw.lower())
+    except StopIteration:
+        allowed = ", ".join(t.value for t in AppType)
+        raise ConfigError(f"{key}.app_type", f"{app_type_raw!r} is not one of {allowed}") from None
+    tenant = raw.get("tenant_id")
+    if tenant is not None:
+        tenant = str(tenant).strip()
+        if _is_placeholder(tenant) or not _GUID.match(tenant):
+            raise ConfigError(f"{key}.tenant_id", f"not a tenant id (GUID): {tenant!r}")
+    elif app_type is not AppType.MULTI_TENANT:
+        raise ConfigError(f"{key}.tenant_id", f"required for {app_type.value} bots")
+    secret = _resolve_secret(key, raw, base_dir, env, required=app_type is not AppType.USER_ASSIGNED_MSI)
+    unknown = set(raw) - {"app_id", "tenant_id", "name", "secret_env", "secret_file"}
+    if unknown:
+        raise ConfigError(f"{key}", f"unknown field(s): {', '.join(sorted(unknown))}")
+    return BotConfig(
+        app_id=BotId(app_id.lower()),
+        app_type=app_type,
+        tenant_id=TenantId(tenant.lower()) if tenant else None,
+        name=raw.get("name"),
+        secret=secret,
+    )
+
+
+def _resolve_secret(
+    key: str, raw: dict[str, Any], base_dir: Path, env: dict[str, str], *, required: bool
+) -> SecretStr | None:
+    if raw.get("secret_env"):
+        var = str(raw["secret_env"])
+        value = env.get(var)
+        if not value:
+            raise ConfigError(f"{key}.secret_env", f"environment variable {var} is not set")
+    elif raw.get("secret_file"):
+        path = Path(str(raw["secret_file"]))
+        path = path if path.is_absolute() else base_dir / path
+        try:
+            value = path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{key}.secret_file", f"cannot read {path}: {exc.strerror}") from None
+        if not value:
+            raise ConfigError(f"{key}.secret_file", f"{path} is empty")
+    elif required:
+        raise ConfigError(f"{key}.secret_env", "missing: give secret_env or secret_file")
+    else:
+        return None
+    if _is_placeholder(value):
+        raise ConfigError(f"{key}.secret_env", "the secret is still a placeholder value")
+    return SecretStr(value)
+
+
+def load_bots(path: Path, env: dict[str, str] | None = None) -> tuple[BotConfig, ...]:
+    """Read and validate a bot registry file (TOML ``[[bots]]`` or JSON ``{"bots": [...]}``)."""
+    env = dict(os.environ) if env is None else env
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError("RELAY_BOTS_FILE", f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data: Any = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError("RELAY_BOTS_FILE", f"{path} is not valid: {exc}") from None
+    items = data.get("bots") if isinstance(data, dict) else data
+    if not isinstance(items, list):
+        raise ConfigError("RELAY_BOTS_FILE", f"{path} must contain a list named 'bots'")
+    bots = tuple(_parse_bot(i, raw, path.parent, env) for i, raw in enumerate(items))
+    seen: set[str] = set()
+    for i, bot in enumerate(bots):
+        if bot.app_id in seen:
+            raise ConfigError(f"RELAY_BOTS_FILE: bots[{i}].app_id", f"duplicate app id {bot.app_id}")
+        seen.add(bot.app_id)
+    return bots
+
+
+def _field(alias: str, **kw: Any) -> Any:
+    return Field(validation_alias=AliasChoices(alias), **kw)
+
+
+class Settings(BaseSettings):
+    """Every knob of the relay. Construct with :func:`load_settings` to get readable errors."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    neo_api_base_url: str = _field("NEO_API_BASE_URL", default="https://api.neoagent.io")
+    neo_api_key: SecretStr = _field("NEO_API_KEY")
+    bots_file: Path | None = _field("RELAY_BOTS_FILE", default=None)
+    database_url: str = _field("RELAY_DATABASE_URL", default="sqlite:///relay.db")
+    host: str = _field("RELAY_HOST", default="0.0.0.0")  # noqa: S104 - a server binds all
+    port: int = _field("RELAY_PORT", default=3978, ge=0, le=65535)
+    service_url_allowlist: Annotated[tuple[str, ...], NoDecode] = _field(
+        "RELAY_SERVICE_URL_ALLOWLIST", default=DEFAULT_SERVICE_URL_ALLOWLIST
+    )
+    openid_metadata_url: str = _field(
+        "RELAY_OPENID_METADATA_URL", default=PUBLIC_OPENID_METADATA_URL
+    )
+    token_issuer: str = _field("RELAY_TOKEN_ISSUER", default=PUBLIC_TOKEN_ISSUER)
+    login_url: str = _field("RELAY_LOGIN_URL", default=PUBLIC_LOGIN_URL)
+    allow_anonymous: bool = _field("RELAY_ALLOW_ANONYMOUS", default=False)
+    max_body_bytes: int = _field("RELAY_MAX_BODY_BYTES", default=256 * 1024, gt=0)
+    neo_connect_timeout: float = _field("RELAY_NEO_CONNECT_TIMEOUT", default=10.0, gt=0)
+    neo_request_timeout: float = _field("RELAY_NEO_REQUEST_TIMEOUT", default=30.0, gt=0)
+    sse_first_byte_timeout: float = _field("RELAY_SSE_FIRST_BYTE_TIMEOUT", default=60.0, gt=0)
+    sse_idle_timeout: float = _field("RELAY_SSE_IDLE_TIMEOUT", default=120.0, gt=0)
+    sse_total_timeout: float = _field("RELAY_SSE_TOTAL_TIMEOUT", default=900.0, gt=0)
+    sse_max_reconnects: int = _field("RELAY_SSE_MAX_RECONNECTS", default=10, ge=0)
+    log_level: str = _field("RELAY_LOG_LEVEL", default="INFO")
+    shutdown_grace: float = _field("RELAY_SHUTDOWN_GRACE", default=10.0, ge=0)
+
+    bots: tuple[BotConfig, ...] = ()
+
+    @field_validator("service_url_allowlist", mode="before")
+    @classmethod
+    def _split_allowlist(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(p.strip() for p in value.split(",") if p.strip())
+        return value
+
+    @field_validator("neo_api_key")
+    @classmethod
+    def _check_key(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if _is_placeholder(raw):
+            raise ValueError("is still a placeholder value")
+        if not _NEO_KEY.match(raw):
+            raise ValueError("must look like neo_sk_<env>_<secret>")
+        return value
+
+    @field_validator("neo_api_base_url", "openid_metadata_url", "login_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"not an http(s) URL: {value!r}")
+        return value.rstrip("/") if parts.path in ("", "/") else value
+
+    def bot(self, app_id: str) -> BotConfig | None:
+        app_id = app_id.lower()
+        return next((b for b in self.bots if b.app_id == app_id), None)
+
+
+_ALIASES = {
+    name: (f.validation_alias.choices[0] if isinstance(f.validation_alias, AliasChoices) else name)
+    for name, f in Settings.model_fields.items()
+}
+
+
+def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build :class:`Settings` from the environment (or ``env``) and load the bot registry.
+
+    Raises:
+        ConfigError: naming the first key that is missing, a placeholder, malformed or duplicated.
+    """
+    source = dict(os.environ) if env is None else env
+    values: dict[str, Any] = {
+        alias: source[alias] for alias in _ALIASES.values() if alias in source
+    }
+    values.update(overrides)
+    try:
+        settings = Settings(_env_file=None if env is not None else ".env", **values)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        key = _ALIASES.get(field, field)
+        msg = "missing" if err["type"] == "missing" else err["msg"].removeprefix("Value error, ")
+        raise ConfigError(key, msg) from None
+    if settings.bots_file is not None and not settings.bots:
+        settings = settings.model_copy(update={"bots": load_bots(settings.bots_file, source)})
+    if not settings.bots and not settings.allow_anonymous:
+        raise ConfigError(
+            "RELAY_BOTS_FILE",
+            "no bots registered; set RELAY_BOTS_FILE, or RELAY_ALLOW_ANONYMOUS=true for local "
+            "development with an emulator",
+        )
+    if settings.bots and settings.allow_anonymous:
+        raise ConfigError(
+            "RELAY_ALLOW_ANONYMOUS", "anonymous mode is only for a relay with no bots registered"
+        )
+    return settings
