@@ -15,7 +15,7 @@ import re
 import tomllib
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -28,13 +28,12 @@ from pydantic import (
     field_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 from relay.domain import BotId, TenantId
 from relay.errors import ConfigError
 
 PUBLIC_OPENID_METADATA_URL = "https://login.botframework.com/v1/.well-known/openidconfiguration"
-PUBLIC_TOKEN_ISSUER = "https://api.botframework.com"
+PUBLIC_TOKEN_ISSUER = "https://api.botframework.com"  # noqa: S105 - a URL, not a secret
 PUBLIC_LOGIN_URL = "https://login.microsoftonline.com"
 BOT_FRAMEWORK_SCOPE = "https://api.botframework.com"
 
@@ -116,7 +115,9 @@ def _parse_bot(index: int, raw: Any, base_dir: Path, env: dict[str, str]) -> Bot
             raise ConfigError(f"{key}.tenant_id", f"not a tenant id (GUID): {tenant!r}")
     elif app_type is not AppType.MULTI_TENANT:
         raise ConfigError(f"{key}.tenant_id", f"required for {app_type.value} bots")
-    secret = _resolve_secret(key, raw, base_dir, env, required=app_type is not AppType.USER_ASSIGNED_MSI)
+    secret = _resolve_secret(
+        key, raw, base_dir, env, required=app_type is not AppType.USER_ASSIGNED_MSI
+    )
     unknown = set(raw) - {"app_id", "tenant_id", "name", "secret_env", "secret_file"}
     if unknown:
         raise ConfigError(f"{key}", f"unknown field(s): {', '.join(sorted(unknown))}")
@@ -173,7 +174,9 @@ def load_bots(path: Path, env: dict[str, str] | None = None) -> tuple[BotConfig,
     seen: set[str] = set()
     for i, bot in enumerate(bots):
         if bot.app_id in seen:
-            raise ConfigError(f"RELAY_BOTS_FILE: bots[{i}].app_id", f"duplicate app id {bot.app_id}")
+            raise ConfigError(
+                f"RELAY_BOTS_FILE: bots[{i}].app_id", f"duplicate app id {bot.app_id}"
+            )
         seen.add(bot.app_id)
     return bots
 
@@ -203,6 +206,8 @@ class Settings(BaseSettings):
     )
     token_issuer: str = _field("RELAY_TOKEN_ISSUER", default=PUBLIC_TOKEN_ISSUER)
     login_url: str = _field("RELAY_LOGIN_URL", default=PUBLIC_LOGIN_URL)
+    # A private CA for the token authority (sovereign/private clouds; the tests' local issuer).
+    login_ca_file: Path | None = _field("RELAY_LOGIN_CA_FILE", default=None)
     allow_anonymous: bool = _field("RELAY_ALLOW_ANONYMOUS", default=False)
     max_body_bytes: int = _field("RELAY_MAX_BODY_BYTES", default=256 * 1024, gt=0)
     neo_connect_timeout: float = _field("RELAY_NEO_CONNECT_TIMEOUT", default=10.0, gt=0)
@@ -246,10 +251,13 @@ class Settings(BaseSettings):
         return next((b for b in self.bots if b.app_id == app_id), None)
 
 
-_ALIASES = {
-    name: (f.validation_alias.choices[0] if isinstance(f.validation_alias, AliasChoices) else name)
-    for name, f in Settings.model_fields.items()
-}
+def _alias(name: str) -> str:
+    alias = Settings.model_fields[name].validation_alias
+    first = alias.choices[0] if isinstance(alias, AliasChoices) else None
+    return first if isinstance(first, str) else name
+
+
+_ALIASES = {name: _alias(name) for name in Settings.model_fields}
 
 
 def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settings:

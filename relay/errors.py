@@ -102,9 +102,7 @@ class RetryableError(UpstreamError):
         request_id: str | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(
-            message, service=service, status=status, code=code, request_id=request_id
-        )
+        super().__init__(message, service=service, status=status, code=code, request_id=request_id)
         self.retry_after = retry_after
 
 

@@ -1,0 +1,479 @@
+"""A local emulator of the Neo public API, for the test suite and the ``relay demo`` command.
+
+It implements the documented chat contract (neo-chat-api.md §a.3–a.8, §d) on 127.0.0.1 with
+aiohttp: ``{data, meta}`` / ``{error, meta}`` envelopes with a ``meta.request_id`` and
+``X-RateLimit-*`` headers on every response, Bearer auth on every ``/public-api`` call, sessions,
+202 message posts with ``since_cursor``, the SSE tail (``id: <ms>-<seq>`` per event, resume strictly
+after ``since`` / ``Last-Event-Id``, live until the turn's ``[DONE]``), reset, attachment upload
+grants with an emulated SAS ``PUT``, install branding and TIL decisions. Where Neo leaves a detail
+undocumented (§b) the emulator picks one plausible answer and says so. Fault knobs
+(:meth:`NeoEmulator.fail_next`, :meth:`~NeoEmulator.drop_stream_after`,
+:meth:`~NeoEmulator.stall_stream_after`, :meth:`~NeoEmulator.hang_before_first_byte`) let tests
+drive the client's error and resume paths over real HTTP instead of mocking httpx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from relay.devtools.neo_emulator_streams import (
+    EmulatedSession,
+    Fault,
+    RecordedRequest,
+    RecordedResponse,
+    Script,
+    StreamFault,
+    TurnInput,
+    echo_script,
+    fixture_script,
+    json_object,
+    message_problem,
+    now_iso,
+    run_turn,
+    serve_events,
+    take_fault,
+)
+
+__all__ = [
+    "NeoEmulator",
+    "RecordedRequest",
+    "RecordedResponse",
+    "TurnInput",
+    "echo_script",
+    "fixture_script",
+]
+
+RATE_LIMIT = 1200  # requests per 60 s per tenant (neo-chat-api.md §a.3 [RL])
+ACCEPTED_TYPES = (
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "application/pdf",
+    "text/plain",
+)
+DEFAULT_UNMAPPED_MESSAGE = (
+    "This Microsoft 365 tenant is not linked to a company yet. Ask your IT provider to link it "
+    "in the Neo dashboard."
+)
+REQUEST_ID = web.RequestKey("request_id", str)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class NeoEmulator:
+    """An in-process Neo API on 127.0.0.1.
+
+    Usage::
+
+        neo = NeoEmulator("neo_sk_test_0123456789abcdef")
+        base_url = await neo.start()
+        ...  # point a NeoClient at base_url
+        await neo.stop()
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        script: Script = echo_script,
+        chunk_delay: float = 0.0,
+        first_chunk_delay: float = 0.0,
+        show_progress: bool = True,
+        max_image_bytes: int = 5 * 1024 * 1024,
+        unmapped_tenants: set[str] | None = None,
+        unmapped_message: str = DEFAULT_UNMAPPED_MESSAGE,
+        branding: dict[tuple[str, str], dict[str, Any]] | None = None,
+        til_forbidden: set[str] | None = None,
+    ) -> None:
+        self.api_key = api_key
+        self.script = script
+        self.chunk_delay = chunk_delay
+        self.first_chunk_delay = first_chunk_delay
+        self.show_progress = show_progress
+        self.max_image_bytes = max_image_bytes
+        self.unmapped_tenants = set(unmapped_tenants or ())
+        self.unmapped_message = unmapped_message
+        self.branding = dict(branding or {})
+        self.til_forbidden = set(til_forbidden or ())
+        self.requests: list[RecordedRequest] = []
+        self.responses: list[RecordedResponse] = []
+        self.sessions: dict[str, EmulatedSession] = {}
+        self.posted_messages: list[dict[str, Any]] = []
+        self.blobs: dict[str, tuple[bytes, str | None]] = {}
+        self.til_decisions: dict[str, dict[str, Any]] = {}
+        self.install_events: list[dict[str, Any]] = []
+        self._grants: dict[str, str] = {}  # sas signature -> blob path
+        self._faults: dict[str, list[Fault]] = {}
+        self._drops: list[StreamFault] = []
+        self._stalls: list[StreamFault] = []
+        self._hangs: dict[str, list[StreamFault]] = {}
+        self._hits: list[float] = []
+        self._runner: web.AppRunner | None = None
+        self.base_url: str | None = None
+        self.app = self._build_app()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve on ``host:port`` (0 = any free port) and return the base URL."""
+        # handler_cancellation: a client that hangs up must end its (possibly waiting) handler.
+        self._runner = web.AppRunner(
+            self.app, handler_cancellation=True, shutdown_timeout=0.2, access_log=None
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, shutdown_timeout=0.2)
+        await site.start()
+        bound_port = self._runner.addresses[0][1]
+        self.base_url = f"http://{host}:{bound_port}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        for session in self.sessions.values():
+            if session.turn and not session.turn.done():
+                session.turn.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await session.turn
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- fault injection ----------------------------------------------------------------------
+
+    def fail_next(
+        self,
+        path_kind: str,
+        status: int,
+        *,
+        code: str | None = None,
+        retry_after: str | float | None = None,
+        times: int = 1,
+        message: str | None = None,
+        raw_body: str | None = None,
+    ) -> None:
+        """Answer the next ``times`` calls of ``path_kind`` with an error.
+
+        ``path_kind`` is one of create_session, post_message, events, reset, upload, blob,
+        install, til. ``raw_body`` replaces the JSON envelope with a non-JSON body.
+        """
+        ra = None if retry_after is None else str(retry_after)
+        fault = Fault(status, code, ra, message, raw_body, times)
+        self._faults.setdefault(path_kind, []).append(fault)
+
+    def drop_stream_after(self, n_events: int, times: int = 1) -> None:
+        """Cut the TCP connection of the next ``times`` tails after ``n_events`` events each."""
+        self._drops.append(StreamFault(after=n_events, times=times))
+
+    def stall_stream_after(self, n_events: int, seconds: float, times: int = 1) -> None:
+        """Go silent for ``seconds`` after ``n_events`` events, on the next ``times`` tails."""
+        self._stalls.append(StreamFault(after=n_events, times=times, seconds=seconds))
+
+    def hang_before_first_byte(self, seconds: float, times: int = 1) -> None:
+        """Delay the response headers of the next ``times`` tails by ``seconds``."""
+        self.hang_next("events", seconds, times)
+
+    def hang_next(self, path_kind: str, seconds: float, times: int = 1) -> None:
+        """Sleep ``seconds`` before answering the next ``times`` calls of ``path_kind``."""
+        self._hangs.setdefault(path_kind, []).append(StreamFault(0, times, seconds))
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _build_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware])
+        app.on_response_prepare.append(self._add_headers)
+        chat = "/public-api/chat/sessions"
+        app.router.add_post(chat, self._create_session)
+        app.router.add_post(chat + "/{sid}/messages", self._post_message)
+        app.router.add_get(chat + "/{sid}/events", self._events)
+        app.router.add_post(chat + "/{sid}/reset", self._reset)
+        app.router.add_post(chat + "/{sid}/attachments/upload-url", self._upload_url)
+        app.router.add_put("/blobs/{path:.+}", self._put_blob)
+        app.router.add_post("/public-api/channels/install-events", self._install)
+        app.router.add_post("/public-api/til-requests/{rid}/decision", self._til_decision)
+        return app
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        request[REQUEST_ID] = str(uuid.uuid4())
+        now = time.monotonic()
+        self._hits = [t for t in self._hits if now - t < 60] + [now]
+        body: Any = None
+        if request.method != "PUT" and request.can_read_body:
+            with contextlib.suppress(ValueError):
+                body = await request.json()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        self.requests.append(
+            RecordedRequest(request.method, request.path, body, headers, dict(request.query))
+        )
+        authorized = request.headers.get("Authorization") == f"Bearer {self.api_key}"
+        if request.path.startswith("/public-api/") and not authorized:
+            return self._error(request, 401, "UNAUTHORIZED", "missing or invalid credential")
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:  # unknown path / method: still an error envelope
+            if exc.status < 400:
+                raise
+            code = "not_found" if exc.status == 404 else f"http_{exc.status}"
+            return self._error(request, exc.status, code, exc.reason)
+
+    async def _add_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["X-RateLimit-Limit"] = str(RATE_LIMIT)
+        response.headers["X-RateLimit-Remaining"] = str(max(0, RATE_LIMIT - len(self._hits)))
+        response.headers["X-RateLimit-Reset"] = str(int(time.time()) + 60)
+        request_id = request.get(REQUEST_ID)
+        if request_id is not None:
+            response.headers["X-Request-Id"] = request_id
+        self.responses.append(
+            RecordedResponse(request.method, request.path, response.status, request_id)
+        )
+
+    def _ok(self, request: web.Request, data: Any, status: int = 200) -> web.Response:
+        meta = {"request_id": request[REQUEST_ID]}
+        return web.json_response({"data": data, "meta": meta}, status=status)
+
+    def _error(
+        self,
+        request: web.Request,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> web.Response:
+        error: dict[str, Any] = {"code": code, "message": message}
+        if details is not None:
+            error["details"] = details
+        body = {"error": error, "meta": {"request_id": request[REQUEST_ID]}}
+        return web.json_response(body, status=status, headers=headers)
+
+    async def _injected(self, request: web.Request, kind: str) -> web.Response | None:
+        if (hang := take_fault(self._hangs.get(kind, []))) is not None:
+            await asyncio.sleep(hang.seconds)
+        queue = self._faults.get(kind)
+        if not queue:
+            return None
+        fault = queue[0]
+        fault.times -= 1
+        if fault.times <= 0:
+            queue.pop(0)
+        headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else None
+        if fault.raw_body is not None:
+            return web.Response(
+                status=fault.status, text=fault.raw_body, content_type="text/html", headers=headers
+            )
+        code = fault.code or f"http_{fault.status}"
+        message = fault.message or f"injected {fault.status} for {kind}"
+        return self._error(request, fault.status, code, message, headers=headers)
+
+    def _session(self, request: web.Request) -> EmulatedSession | None:
+        return self.sessions.get(request.match_info["sid"])
+
+    def _not_found(self, request: web.Request) -> web.Response:
+        return self._error(request, 404, "not_found", "session not found")
+
+    # -- chat ---------------------------------------------------------------------------------
+
+    async def _create_session(self, request: web.Request) -> web.StreamResponse:
+        if (injected := await self._injected(request, "create_session")) is not None:
+            return injected
+        body = await json_object(request)
+        if body is None or (body.get("agent_id") is None) == (
+            body.get("managed_agent_key") is None
+        ):
+            return self._error(
+                request, 400, "validation_error", "give exactly one of agent_id, managed_agent_key"
+            )
+        tenant = body.get("inbound_tenant_id")
+        if tenant in self.unmapped_tenants:
+            return self._error(request, 409, "end_company_not_mapped", self.unmapped_message)
+        session = EmulatedSession(
+            id=f"cs_{uuid.uuid4().hex[:16]}",
+            bot_id=body.get("bot_id"),
+            tenant=tenant,
+            title=str(body.get("title") or ""),
+            show_progress=self.show_progress,
+            created_at=now_iso(),
+        )
+        self.sessions[session.id] = session
+        return self._ok(request, session.resource(), status=201)
+
+    async def _post_message(self, request: web.Request) -> web.StreamResponse:
+        if (injected := await self._injected(request, "post_message")) is not None:
+            return injected
+        session = self._session(request)
+        if session is None:
+            return self._not_found(request)
+        body = await json_object(request)
+        problem = message_problem(body)
+        if body is None or problem:
+            return self._error(request, 400, "validation_error", problem or "body must be JSON")
+        client_id = body.get("client_message_id")
+        if client_id and client_id in session.client_message_ids:
+            # The docs promise "409 with the original message id" but not where (§b item 12).
+            original = session.client_message_ids[client_id]
+            return self._error(
+                request,
+                409,
+                "duplicate_client_message_id",
+                "a message with this client_message_id already exists",
+                details={"message_id": original},
+            )
+        if session.archived_at is not None:
+            return self._error(request, 409, "session_archived", "the session was reset")
+        message_id = f"um_{uuid.uuid4().hex[:16]}"
+        if client_id:
+            session.client_message_ids[client_id] = message_id
+        since_cursor = session.log.last_id  # snapshotted before the turn is enqueued [AM]
+        turn = TurnInput(
+            session_id=session.id,
+            message=str(body.get("message") or ""),
+            model_tier=str(body.get("model_tier") or "FAST"),
+            attachments=list(body.get("attachments") or []),
+            bot_id=session.bot_id,
+            tenant=session.tenant,
+        )
+        self.posted_messages.append({**body, "session_id": session.id, "message_id": message_id})
+        previous = session.turn
+        session.turn = asyncio.create_task(self._run(previous, turn, session))
+        data = {
+            "chat_turn_id": f"chat-turn-{uuid.uuid4().hex[:12]}",
+            "since_cursor": since_cursor,
+            "user_message_id": message_id,
+            "show_agent_progress_steps": session.show_progress,
+        }
+        return self._ok(request, data, status=202)
+
+    async def _run(
+        self, previous: asyncio.Task[None] | None, turn: TurnInput, session: EmulatedSession
+    ) -> None:
+        if previous is not None and not previous.done():
+            # Turns of one session run one after another, like a per-session workflow queue;
+            # a reset that cancels this turn while it waits cancels the one it waits for too.
+            try:
+                await asyncio.wait([previous])
+            except asyncio.CancelledError:
+                previous.cancel()
+                raise
+        chunks = self.script(turn)
+        await run_turn(
+            session.log,
+            chunks,
+            chunk_delay=self.chunk_delay,
+            first_chunk_delay=self.first_chunk_delay,
+        )
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        if (injected := await self._injected(request, "events")) is not None:
+            return injected
+        session = self._session(request)
+        if session is None:
+            return self._not_found(request)
+        # Last-Event-Id wins over ?since: it is what a reconnecting EventSource sends.
+        after = request.headers.get("Last-Event-Id") or request.query.get("since")
+        drop, stall = take_fault(self._drops), take_fault(self._stalls)
+        return await serve_events(request, session.log, after, drop=drop, stall=stall)
+
+    async def _reset(self, request: web.Request) -> web.StreamResponse:
+        if (injected := await self._injected(request, "reset")) is not None:
+            return injected
+        session = self._session(request)
+        if session is None:
+            return self._not_found(request)
+        if session.archived_at is None:
+            session.archived_at = now_iso()
+        if session.turn is not None and not session.turn.done():
+            session.turn.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await session.turn
+        return self._ok(request, session.resource())
+
+    async def _upload_url(self, request: web.Request) -> web.StreamResponse:
+        if (injected := await self._injected(request, "upload")) is not None:
+            return injected
+        session = self._session(request)
+        if session is None:
+            return self._not_found(request)
+        body = await json_object(request) or {}
+        content_type = body.get("content_type")
+        if content_type not in ACCEPTED_TYPES:
+            return self._error(
+                request,
+                400,
+                "validation_error",
+                f"content_type must be one of {', '.join(ACCEPTED_TYPES)}",
+                details={"field": "content_type", "accepted": list(ACCEPTED_TYPES)},
+            )
+        filename = str(body.get("filename") or "upload").replace("/", "_")
+        blob_path = f"chat/{session.id}/{uuid.uuid4().hex[:12]}/{filename}"
+        signature = secrets.token_urlsafe(16)
+        self._grants[signature] = blob_path
+        url = f"{request.url.origin()}/blobs/{quote(blob_path)}?sig={signature}"
+        data = {
+            "upload_url": url,
+            "blob_path": blob_path,
+            "mime": content_type,
+            "max_image_bytes": self.max_image_bytes,
+        }
+        return self._ok(request, data)
+
+    async def _put_blob(self, request: web.Request) -> web.StreamResponse:
+        if (injected := await self._injected(request, "blob")) is not None:
+            return injected
+        blob_path = self._grants.get(request.query.get("sig", ""))
+        if blob_path is None or blob_path != request.match_info["path"]:
+            return web.Response(status=403, headers={"x-ms-error-code": "AuthenticationFailed"})
+        if request.headers.get("x-ms-blob-type") != "BlockBlob":
+            return web.Response(status=400, headers={"x-ms-error-code": "MissingRequiredHeader"})
+        data = await request.read()
+        self.blobs[blob_path] = (data, request.headers.get("x-ms-blob-content-type"))
+        return web.Response(status=201)
+
+    # -- channels and approvals ---------------------------------------------------------------
+
+    async def _install(self, request: web.Request) -> web.StreamResponse:
+        if (injected := await self._injected(request, "install")) is not None:
+            return injected
+        body = await json_object(request) or {}
+        bot_id, tenant = body.get("bot_id"), body.get("end_client_tenant_id")
+        if not bot_id or not tenant:
+            return self._error(
+                request, 400, "validation_error", "bot_id and end_client_tenant_id are required"
+            )
+        self.install_events.append(body)
+        brand = self.branding.get((str(bot_id), str(tenant)))
+        data = {
+            "display_name": (brand or {}).get("display_name", "Neo"),
+            "matched": brand is not None,
+            "welcome_message": (brand or {}).get("welcome_message"),
+        }
+        return self._ok(request, data)
+
+    async def _til_decision(self, request: web.Request) -> web.StreamResponse:
+        if (injected := await self._injected(request, "til")) is not None:
+            return injected
+        rid = request.match_info["rid"]
+        body = await json_object(request) or {}
+        if body.get("action") not in ("approve", "reject"):
+            return self._error(request, 400, "validation_error", "action must be approve|reject")
+        if rid in self.til_forbidden:
+            return self._error(request, 403, "FORBIDDEN", "not allowed to decide this request")
+        if rid in self.til_decisions:
+            return self._error(request, 409, "already_resolved", "this request was already decided")
+        self.til_decisions[rid] = body
+        user = body.get("acting_end_user")
+        data = {
+            "id": int(rid) if rid.isdigit() else rid,
+            "status": "APPROVED" if body["action"] == "approve" else "REJECTED",
+            "comment": body.get("note"),
+            "decided_by": {"id": user, "name": body.get("acting_end_user_name") or user},
+            "updated_at": now_iso(),
+        }
+        return self._ok(request, data)

@@ -1,0 +1,76 @@
+"""Adapts the Neo client to the pipeline's :class:`relay.turns.NeoApi` seam.
+
+The pipeline is written against a small protocol in the project's own types so that it never
+imports httpx; this module is the one place that knows both sides. It also turns the settings'
+time limits into the tail's :class:`relay.neo.events.TailLimits`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from relay.config import Settings
+from relay.domain import BotId, EventId, ModelTier, SessionId, TenantId
+from relay.neo.chunks import ReplyAssembler
+from relay.neo.client import NeoClient
+from relay.neo.events import TailLimits, tail_turn
+from relay.turns import NewSession, Posted
+
+
+class NeoAdapter:
+    """``NeoApi`` implemented with :class:`NeoClient` and :func:`tail_turn`."""
+
+    def __init__(self, settings: Settings, *, client: NeoClient | None = None) -> None:
+        self.client = client or NeoClient(
+            settings.neo_api_base_url,
+            settings.neo_api_key,
+            connect_timeout=settings.neo_connect_timeout,
+            request_timeout=settings.neo_request_timeout,
+        )
+        self._limits = TailLimits(
+            first_byte=settings.sse_first_byte_timeout,
+            idle=settings.sse_idle_timeout,
+            total=settings.sse_total_timeout,
+            max_reconnects=settings.sse_max_reconnects,
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def create_session(
+        self, *, bot_id: BotId, tenant_id: TenantId | None, title: str
+    ) -> NewSession:
+        s = await self.client.create_session(
+            bot_id=bot_id, inbound_tenant_id=tenant_id, title=title
+        )
+        return NewSession(
+            session_id=s.session_id, show_progress=s.show_progress, request_id=s.request_id
+        )
+
+    async def post_message(
+        self, session_id: SessionId, *, text: str, client_message_id: str, model_tier: ModelTier
+    ) -> Posted:
+        p = await self.client.post_message(
+            session_id, message=text, client_message_id=client_message_id, model_tier=model_tier
+        )
+        return Posted(
+            since_cursor=p.since_cursor,
+            chat_turn_id=p.chat_turn_id,
+            show_progress=p.show_progress,
+            duplicate=p.duplicate,
+            request_id=p.request_id,
+        )
+
+    def tail(
+        self,
+        session_id: SessionId,
+        *,
+        since: EventId | None,
+        on_event_id: Callable[[EventId], Awaitable[None]],
+    ) -> AsyncIterator[dict[str, object]]:
+        return tail_turn(
+            self.client, session_id, since=since, limits=self._limits, on_event_id=on_event_id
+        )
+
+    def assembler(self) -> ReplyAssembler:
+        return ReplyAssembler()

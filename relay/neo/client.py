@@ -1,0 +1,556 @@
+"""Typed async calls to the Neo public API, with every failure translated into ``relay.errors``.
+
+This module (with ``relay.neo.events``) is the only place that touches httpx: it owns one shared
+``httpx.AsyncClient`` with explicit per-phase timeouts, unwraps Neo's ``{data, meta}`` envelope and
+maps every failure — HTTP status, ``error.code``, transport errors — onto the relay's exception tree
+so the pipeline branches on *what it may do next* rather than on library types (reference:
+neo-chat-api.md §a.3 "Envelopes, errors, rate limits"; peers-and-pitfalls.md §6.5 lesson 2). The
+API key is a ``SecretStr`` that is only unwrapped to build the ``Authorization`` header; it is
+never logged and is scrubbed from every error message. ``tail`` is deliberately low level (one SSE
+connection, raw frames); resume, dedupe and timeouts live in ``relay.neo.events``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, NoReturn, Self
+from urllib.parse import quote
+
+import httpx
+from httpx_sse import SSEError, aconnect_sse
+from pydantic import SecretStr
+
+from relay.domain import BotId, EventId, ModelTier, SessionId, TenantId
+from relay.errors import (
+    AmbiguousError,
+    CredentialError,
+    PermanentError,
+    RetryableError,
+    UpstreamError,
+    UserFacingError,
+)
+
+log = logging.getLogger(__name__)
+
+SERVICE = "neo"
+MANAGED_AGENT_KEY = "NEO_SUPPORT"
+USER_AGENT = "neo-teams-relay/0.1"
+_CHAT = "/public-api/chat/sessions"
+
+
+@dataclass(frozen=True, slots=True)
+class NeoSession:
+    session_id: SessionId
+    show_progress: bool
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NeoAttachment:
+    """One uploaded blob referenced by ``POST .../messages`` (at most 6 per turn, [AM])."""
+
+    blob_path: str
+    mime: str
+    filename: str | None = None
+    alt: str | None = None
+
+    def to_wire(self) -> dict[str, str]:
+        wire = {"blob_path": self.blob_path, "mime": self.mime}
+        if self.filename is not None:
+            wire["filename"] = self.filename
+        if self.alt is not None:
+            wire["alt"] = self.alt
+        return wire
+
+
+@dataclass(frozen=True, slots=True)
+class PostedMessage:
+    """The 202 answer to a posted message, or ``duplicate=True`` for a replayed client_message_id.
+
+    A duplicate enqueues no new turn (neo-chat-api.md §a.4 [AM]); ``user_message_id`` then holds
+    the original message id when Neo reports it, and ``chat_turn_id`` / ``since_cursor`` are None.
+    """
+
+    chat_turn_id: str | None
+    since_cursor: EventId | None
+    user_message_id: str | None
+    show_progress: bool = False
+    duplicate: bool = False
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UploadGrant:
+    upload_url: str  # short-lived single-blob SAS URL: the signature is in the URL itself
+    blob_path: str
+    mime: str
+    max_image_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InstallBranding:
+    display_name: str | None
+    matched: bool
+    welcome_message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SseFrame:
+    """One SSE event. ``id`` is the event's own ``id:`` (None when it carried no new id)."""
+
+    id: EventId | None
+    event: str | None
+    data: str
+
+
+class NeoClient:
+    """The Neo public API over one shared ``httpx.AsyncClient``.
+
+    Usage::
+
+        async with NeoClient(settings.neo_api_base_url, settings.neo_api_key) as neo:
+            session = await neo.create_session(bot_id=bot, inbound_tenant_id=tenant, title="Teams")
+            posted = await neo.post_message(session.session_id, message="hi",
+                                            client_message_id="teams-1", model_tier=ModelTier.FAST)
+
+    Error mapping: 429 and 503 → ``RetryableError`` (with ``retry_after``); a connect failure
+    (nothing sent) → ``RetryableError``; 401/403 → ``CredentialError``; 409
+    ``end_company_not_mapped`` → ``UserFacingError``; other 4xx → ``PermanentError``. When the
+    request may have reached Neo without a usable answer (read timeout, dropped connection, 408,
+    500/502/504) idempotent calls (reset, upload-url, install-events, blob PUT, tail) raise
+    ``RetryableError`` and the others (create session, post message, TIL decision) raise
+    ``AmbiguousError`` (reference: peers-and-pitfalls.md §5 "2–3× delivery after 5xx"). Posting
+    again with the same ``client_message_id`` is nevertheless safe: Neo answers 409 and
+    :meth:`post_message` returns ``duplicate=True``.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: SecretStr,
+        *,
+        connect_timeout: float = 10,
+        request_timeout: float = 30,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._api_key = api_key
+        self._connect_timeout = connect_timeout
+        self._request_timeout = request_timeout
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            timeout=httpx.Timeout(
+                connect=connect_timeout,
+                read=request_timeout,
+                write=request_timeout,
+                pool=connect_timeout,
+            ),
+            headers={"User-Agent": USER_AGENT},
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- chat ------------------------------------------------------------------------------
+
+    async def create_session(
+        self, *, bot_id: BotId, inbound_tenant_id: TenantId | None, title: str
+    ) -> NeoSession:
+        """Create a Neo Support session routed by bot and tenant (neo-chat-api.md §a.4 [CS]).
+
+        Raises:
+            UserFacingError: 409 ``end_company_not_mapped``; its message is meant for the user.
+        """
+        body = {
+            "managed_agent_key": MANAGED_AGENT_KEY,
+            "bot_id": bot_id,
+            "inbound_tenant_id": inbound_tenant_id,
+            "title": title,
+        }
+        data, request_id = await self._call("POST", _CHAT, json=body, idempotent=False)
+        session_id = data.get("id")
+        if not isinstance(session_id, str) or not session_id:
+            _bad_response("create_session", "data.id missing", request_id, idempotent=False)
+        return NeoSession(
+            session_id=SessionId(session_id),
+            show_progress=bool(data.get("show_agent_progress_steps", False)),
+            request_id=request_id,
+        )
+
+    async def post_message(
+        self,
+        session_id: SessionId,
+        *,
+        message: str,
+        client_message_id: str,
+        model_tier: ModelTier,
+        attachments: Sequence[NeoAttachment] = (),
+    ) -> PostedMessage:
+        """Append a user message and enqueue a turn (202); a replayed id returns ``duplicate``."""
+        body: dict[str, Any] = {
+            "message": message,
+            "client_message_id": client_message_id,
+            "model_tier": model_tier.value,
+        }
+        if attachments:
+            body["attachments"] = [a.to_wire() for a in attachments]
+        what = "POST messages"
+        path = f"{_session_path(session_id)}/messages"
+        response = await self._send("POST", path, json=body, what=what, idempotent=False)
+        if response.status_code == 409:
+            code, _, details, request_id = _parse_error(response)
+            if _is_duplicate_code(code):
+                log.info("neo: duplicate client_message_id, no new turn (request %s)", request_id)
+                return PostedMessage(
+                    chat_turn_id=None,
+                    since_cursor=None,
+                    user_message_id=_first_str(details, "message_id", "user_message_id"),
+                    duplicate=True,
+                    request_id=request_id,
+                )
+        data, request_id = self._unwrap(response, what, idempotent=False)
+        cursor = data.get("since_cursor")
+        return PostedMessage(
+            chat_turn_id=_opt_str(data.get("chat_turn_id")),
+            since_cursor=EventId(cursor) if isinstance(cursor, str) and cursor else None,
+            user_message_id=_opt_str(data.get("user_message_id")),
+            show_progress=bool(data.get("show_agent_progress_steps", False)),
+            request_id=request_id,
+        )
+
+    async def reset_session(self, session_id: SessionId) -> None:
+        """Archive the session and cancel its in-flight turn; idempotent (200 again) [RESET].
+
+        The path ``POST /public-api/chat/sessions/{id}/reset`` is an assumption: Neo documents the
+        endpoint but not its path (neo-chat-api.md §b item 8).
+        """
+        await self._call("POST", f"{_session_path(session_id)}/reset", json={}, idempotent=True)
+
+    async def upload_url(
+        self, session_id: SessionId, *, content_type: str, filename: str | None
+    ) -> UploadGrant:
+        """Ask for a single-blob SAS URL for one attachment [UPIMG, UPDOC]."""
+        body = {"content_type": content_type, "filename": filename}
+        path = f"{_session_path(session_id)}/attachments/upload-url"
+        data, request_id = await self._call("POST", path, json=body, idempotent=True)
+        url, blob_path = data.get("upload_url"), data.get("blob_path")
+        if not isinstance(url, str) or not isinstance(blob_path, str):
+            _bad_response("upload_url", "upload_url/blob_path missing", request_id, idempotent=True)
+        limit = data.get("max_image_bytes")
+        return UploadGrant(
+            upload_url=url,
+            blob_path=blob_path,
+            mime=_opt_str(data.get("mime")) or content_type,
+            max_image_bytes=limit
+            if isinstance(limit, int) and not isinstance(limit, bool)
+            else None,
+        )
+
+    async def put_blob(self, grant: UploadGrant, data: bytes) -> None:
+        """PUT the bytes to the SAS URL: no ``Authorization`` header, the signature is the URL.
+
+        ``max_image_bytes`` must be enforced by the client because the API never sees the bytes
+        (neo-chat-api.md §a.4 "Attachment upload grant"); it is applied to ``image/*`` only, as its
+        name says. Azure errors come back as XML, so the code is read from ``x-ms-error-code``.
+        """
+        limit = grant.max_image_bytes
+        if limit is not None and grant.mime.startswith("image/") and len(data) > limit:
+            raise PermanentError(
+                f"image is {len(data)} bytes, Neo accepts at most {limit}",
+                service=SERVICE,
+                code="too_large",
+            )
+        headers = {"x-ms-blob-type": "BlockBlob", "x-ms-blob-content-type": grant.mime}
+        try:
+            response = await self._http.put(grant.upload_url, content=data, headers=headers)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, "PUT blob", idempotent=True) from exc
+        if response.is_success:
+            return
+        code = response.headers.get("x-ms-error-code") or f"http_{response.status_code}"
+        message = f"blob upload refused: {response.reason_phrase or response.status_code}"
+        if response.status_code == 429 or response.status_code >= 500:
+            raise RetryableError(
+                message,
+                service=SERVICE,
+                status=response.status_code,
+                code=code,
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            )
+        # A refused SAS (403) is the grant's problem, not our API key: ask for a new grant.
+        raise PermanentError(message, service=SERVICE, status=response.status_code, code=code)
+
+    # -- channels and approvals ------------------------------------------------------------
+
+    async def install_event(
+        self, *, bot_id: BotId, end_client_tenant_id: TenantId
+    ) -> InstallBranding:
+        """Report a Teams install; returns the greeting branding (platform only) [CHINSTALL]."""
+        body = {"bot_id": bot_id, "end_client_tenant_id": end_client_tenant_id}
+        data, _ = await self._call(
+            "POST", "/public-api/channels/install-events", json=body, idempotent=True
+        )
+        return InstallBranding(
+            display_name=_opt_str(data.get("display_name")),
+            matched=bool(data.get("matched", False)),
+            welcome_message=_opt_str(data.get("welcome_message")),
+        )
+
+    async def til_decision(
+        self,
+        request_id: str,
+        *,
+        action: Literal["approve", "reject"],
+        acting_end_user: str | None,
+        acting_end_user_name: str | None,
+        note: str | None = None,
+    ) -> dict[str, Any]:
+        """Approve or reject a TIL request; returns the updated ``TilRequest`` ``data`` [TILDEC].
+
+        Raises:
+            PermanentError: 409 when it was already resolved (``exc.status == 409``).
+        """
+        body: dict[str, Any] = {"action": action}
+        for key, value in (
+            ("acting_end_user", acting_end_user),
+            ("acting_end_user_name", acting_end_user_name),
+            ("note", note),
+        ):
+            if value is not None:
+                body[key] = value
+        path = f"/public-api/til-requests/{quote(str(request_id), safe='')}/decision"
+        data, _ = await self._call("POST", path, json=body, idempotent=False)
+        return data
+
+    # -- SSE tail --------------------------------------------------------------------------
+
+    async def tail(
+        self,
+        session_id: SessionId,
+        since: EventId | None,
+        last_event_id: EventId | None = None,
+        *,
+        read_timeout: float | None = None,
+    ) -> AsyncGenerator[SseFrame, None]:
+        """One SSE connection to ``GET .../events``; yields every event, ends at end of body.
+
+        ``since`` goes in the query, ``last_event_id`` in the ``Last-Event-Id`` header (both are
+        documented ways to resume, [TAIL]). The read timeout defaults to none because the caller
+        (``relay.neo.events``) enforces first-byte / idle / total limits itself. Comments are
+        dropped by httpx-sse; an ``id`` the decoder carries over from an earlier event (SSE
+        ``lastEventId`` semantics) is reported as None so callers can dedupe by id safely.
+
+        Raises:
+            RetryableError: the connection failed or dropped (a GET is always safe to repeat),
+                or 429 / 5xx.
+            PermanentError / CredentialError: any other refusal.
+        """
+        params = {"since": since} if since else None
+        headers = {"Authorization": self._bearer()}
+        if last_event_id:
+            headers["Last-Event-Id"] = last_event_id
+        timeout = httpx.Timeout(
+            connect=self._connect_timeout,
+            read=read_timeout,
+            write=self._request_timeout,
+            pool=self._connect_timeout,
+        )
+        url = f"{_session_path(session_id)}/events"
+        previous_id = ""
+        try:
+            async with aconnect_sse(
+                self._http, "GET", url, params=params, headers=headers, timeout=timeout
+            ) as source:
+                response = source.response
+                if not response.is_success:
+                    await response.aread()
+                    self._raise_for(response, "GET events", idempotent=True)
+                if response.status_code == 204:  # "no active stream" in the SDK's resume API
+                    return
+                async for sse in source.aiter_sse():
+                    own_id = sse.id if sse.id and sse.id != previous_id else None
+                    previous_id = sse.id or previous_id
+                    yield SseFrame(
+                        id=EventId(own_id) if own_id else None,
+                        event=sse.event or None,
+                        data=sse.data,
+                    )
+        except SSEError as exc:
+            raise PermanentError(
+                "neo events did not answer with text/event-stream", service=SERVICE, code="not_sse"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, "GET events", idempotent=True) from exc
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _bearer(self) -> str:
+        return f"Bearer {self._api_key.get_secret_value()}"
+
+    async def _call(
+        self, method: str, path: str, *, json: Any, idempotent: bool
+    ) -> tuple[dict[str, Any], str | None]:
+        what = f"{method} {path}"
+        response = await self._send(method, path, json=json, what=what, idempotent=idempotent)
+        return self._unwrap(response, what, idempotent=idempotent)
+
+    async def _send(
+        self, method: str, path: str, *, json: Any, what: str, idempotent: bool
+    ) -> httpx.Response:
+        try:
+            return await self._http.request(
+                method, path, json=json, headers={"Authorization": self._bearer()}
+            )
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, what, idempotent=idempotent) from exc
+
+    def _unwrap(
+        self, response: httpx.Response, what: str, *, idempotent: bool
+    ) -> tuple[dict[str, Any], str | None]:
+        """The ``data`` object and ``meta.request_id`` of a success envelope, or raise."""
+        if not response.is_success:
+            self._raise_for(response, what, idempotent=idempotent)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            _bad_response(what, "body is not a JSON object", None, idempotent=idempotent)
+        meta = body.get("meta")
+        request_id = _opt_str(meta.get("request_id")) if isinstance(meta, dict) else None
+        data = body.get("data")
+        log.debug("neo %s -> %s (request %s)", what, response.status_code, request_id)
+        return (data if isinstance(data, dict) else {}), request_id
+
+    def _raise_for(self, response: httpx.Response, what: str, *, idempotent: bool) -> NoReturn:
+        status = response.status_code
+        code, message, _, request_id = _parse_error(response)
+        message = self._scrub(message)
+        log.info("neo %s failed: %s %s (request %s)", what, status, code, request_id)
+        common: dict[str, Any] = {
+            "service": SERVICE,
+            "status": status,
+            "code": code,
+            "request_id": request_id,
+        }
+        exc: UpstreamError
+        if status in (429, 503) or (status >= 500 and idempotent):
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            exc = RetryableError(message, retry_after=retry_after, **common)
+        elif status >= 500 or status == 408:
+            # A create that failed with 500/502/504 may still have happened (errors.py
+            # AmbiguousError; peers-and-pitfalls.md §5 "2–3× delivery after 5xx").
+            exc = AmbiguousError(message, **common)
+        elif status in (401, 403):
+            exc = CredentialError(message, **common)
+        elif status == 409 and (code or "").lower() == "end_company_not_mapped":
+            # The message is written for the end user and must be relayed verbatim [CS].
+            exc = UserFacingError(message, **common)
+        else:
+            exc = PermanentError(message, **common)
+        raise exc
+
+    def _transport_error(
+        self, exc: httpx.HTTPError, what: str, *, idempotent: bool
+    ) -> UpstreamError:
+        kind = type(exc).__name__
+        message = f"{what}: {kind}"
+        log.info("neo %s transport failure: %s", what, kind)
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+            # Nothing reached Neo, so even a create may be repeated.
+            return RetryableError(message, service=SERVICE, code="connect_failed")
+        if idempotent:
+            return RetryableError(message, service=SERVICE, code="transport_error")
+        return AmbiguousError(message, service=SERVICE, code="transport_error")
+
+    def _scrub(self, text: str) -> str:
+        secret = self._api_key.get_secret_value()
+        return text.replace(secret, "***") if secret else text
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _session_path(session_id: SessionId) -> str:
+    return f"{_CHAT}/{quote(session_id, safe='')}"
+
+
+def _opt_str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _first_str(data: dict[str, Any], *keys: str) -> str | None:
+    for key in keys:
+        value = data.get(key)
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            return str(value)
+    return None
+
+
+def _is_duplicate_code(code: str | None) -> bool:
+    # The duplicate code string is undocumented (neo-chat-api.md §b item 12): accept any code
+    # naming a duplicate, case-insensitively; any other 409 (e.g. session_archived) still raises.
+    return code is not None and "duplicate" in code.lower()
+
+
+def _parse_error(response: httpx.Response) -> tuple[str | None, str, dict[str, Any], str | None]:
+    """Read ``{error:{code,message,details?}, meta:{request_id}}``; tolerate any other body."""
+    fallback = f"HTTP {response.status_code} {response.reason_phrase}".strip()
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    header_id = response.headers.get("x-request-id")
+    if not isinstance(body, dict):
+        return None, f"{fallback} (non-JSON error body)", {}, header_id
+    error: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else {}
+    meta: dict[str, Any] = body["meta"] if isinstance(body.get("meta"), dict) else {}
+    details: dict[str, Any] = error["details"] if isinstance(error.get("details"), dict) else {}
+    code = _opt_str(error.get("code"))
+    message = _opt_str(error.get("message")) or fallback
+    return code, message, details, _opt_str(meta.get("request_id")) or header_id
+
+
+def _bad_response(what: str, why: str, request_id: str | None, *, idempotent: bool) -> NoReturn:
+    # A 2xx we cannot read still means the call took effect, so a create must not be replayed.
+    cls = RetryableError if idempotent else AmbiguousError
+    raise cls(
+        f"{what}: unreadable response ({why})",
+        service=SERVICE,
+        code="invalid_response",
+        request_id=request_id,
+    )
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds: either delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)

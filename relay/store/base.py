@@ -1,0 +1,103 @@
+"""The ``Store`` protocol: the relay's durable state, whatever holds it.
+
+The pipeline and the worker only ever talk to this protocol, so the embedded SQLite backend (one
+replica) and a Redis backend (several replicas) are interchangeable, and one contract test suite
+(``tests/store/test_contract.py``) holds every backend to the same behaviour. What must be durable
+is what a restart needs to resume a turn without repeating a visible effect (DESIGN.md, invariants
+1, 2 and 5): the turn journal with its arrival order, the conversation → Neo session map, the Teams
+streaming progress of each turn, and one-shot claims such as "greeted this install already".
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from relay.domain import BotId, ConversationId, EventId, SessionRecord, Turn, TurnId
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Durable relay state. Every method is safe to call concurrently from many tasks.
+
+    Timestamps (``created_at``, ``updated_at``) are wall-clock seconds set by the store;
+    ``add_turn`` and ``save_turn`` also write them back onto the ``Turn`` passed in, so that the
+    object in hand equals what ``get_turn`` returns.
+    """
+
+    async def open(self) -> None:
+        """Connect and bring the schema up to date. Must be awaited before any other call."""
+
+    async def close(self) -> None:
+        """Release the connection. Idempotent; the store may be opened again afterwards."""
+
+    async def ping(self) -> None:
+        """Return if the backend answers a trivial query; raise otherwise (used by /readyz)."""
+
+    # -- turn journal --------------------------------------------------------------------------
+
+    async def add_turn(self, turn: Turn) -> bool:
+        """Journal a new turn; False (and no change) if a turn with that id exists already.
+
+        This is the inbound dedupe — Teams re-delivers an activity it thinks we missed — so it is
+        atomic: of any number of concurrent calls with one ``turn_id``, exactly one returns True.
+        The store assigns the turn its arrival sequence number here.
+        """
+
+    async def get_turn(self, turn_id: TurnId) -> Turn | None:
+        """The journaled turn, or None if no turn has that id."""
+
+    async def save_turn(self, turn: Turn) -> None:
+        """Persist the turn's mutable fields and bump ``updated_at``; durable when it returns.
+
+        Mutable fields: state, session_id, since_cursor, chat_turn_id, last_event_id, attempts,
+        error. The rest (conversation ref, user, text, files, model tier) is fixed at ``add_turn``.
+        Raises ``KeyError`` for a turn that was never added: that is a bug, not a race.
+        """
+
+    async def unfinished_turns(self, limit: int = 1000) -> list[Turn]:
+        """Turns not in a final state, oldest (first arrived) first — what recovery resumes."""
+
+    async def conversation_turns(
+        self, bot_id: BotId, conversation_id: ConversationId
+    ) -> list[Turn]:
+        """Every turn of one conversation, in arrival order."""
+
+    async def save_delivery(self, turn_id: TurnId, data: dict[str, Any]) -> None:
+        """Replace the turn's delivery progress (Teams stream id, sequence, characters shown, ...).
+
+        ``data`` must be JSON-serialisable. Leaves the turn's ``updated_at`` alone. Raises
+        ``KeyError`` for an unknown turn.
+        """
+
+    async def get_delivery(self, turn_id: TurnId) -> dict[str, Any]:
+        """The turn's delivery progress; ``{}`` if none was saved or the turn is unknown."""
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    async def get_session(
+        self, bot_id: BotId, conversation_id: ConversationId
+    ) -> SessionRecord | None:
+        """The Neo session mapped to this conversation, if any."""
+
+    async def put_session(self, rec: SessionRecord) -> None:
+        """Insert or replace the conversation's session mapping.
+
+        ``created_at`` survives an upsert that keeps the same ``session_id``; a new session id
+        takes the record's ``created_at`` (or now, if it is 0).
+        """
+
+    async def delete_session(self, bot_id: BotId, conversation_id: ConversationId) -> None:
+        """Forget the conversation's session (e.g. /reset). No error if there is none."""
+
+    async def set_session_cursor(
+        self, bot_id: BotId, conversation_id: ConversationId, last_event_id: EventId
+    ) -> None:
+        """Record the last SSE event seen in the session.
+
+        A no-op if the session is gone: a tail finishing after /reset must not resurrect it.
+        """
+
+    # -- one-shot claims -----------------------------------------------------------------------
+
+    async def claim_once(self, key: str, ttl_seconds: float) -> bool:
+        """True for the first caller of ``key`` until ``ttl_seconds`` pass; then claimable again."""

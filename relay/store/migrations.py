@@ -1,0 +1,91 @@
+"""The SQLite schema, as numbered migrations applied in order at ``SqliteStore.open()``.
+
+A relay that is upgraded in place must find its journal readable, so the schema only ever grows
+by appending a migration: a migration, once released, is never edited or renumbered. Each one runs
+inside a single transaction together with the ``schema_version`` row that records it, so a crash
+half-way through an upgrade leaves the old schema intact rather than a half-built new one. Kept
+apart from ``sqlite.py`` so the schema can be read (and reviewed) in one place.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Final
+
+# (version, sql). Versions are strictly increasing; `sqlite.py` checks that at import time.
+MIGRATIONS: Final[list[tuple[int, str]]] = [
+    (
+        1,
+        """
+        CREATE TABLE sessions (
+            bot_id          TEXT    NOT NULL,
+            conversation_id TEXT    NOT NULL,
+            session_id      TEXT    NOT NULL,
+            last_event_id   TEXT,
+            show_progress   INTEGER NOT NULL DEFAULT 0,
+            created_at      REAL    NOT NULL,
+            updated_at      REAL    NOT NULL,
+            PRIMARY KEY (bot_id, conversation_id)
+        );
+
+        -- One row per Teams activity. `seq` is the arrival order: wall-clock timestamps can tie
+        -- or step backwards, a counter assigned inside the INSERT cannot.
+        CREATE TABLE turns (
+            turn_id         TEXT    PRIMARY KEY,
+            seq             INTEGER NOT NULL UNIQUE,
+            bot_id          TEXT    NOT NULL,
+            conversation_id TEXT    NOT NULL,
+            activity_id     TEXT    NOT NULL,
+            ref_json        TEXT    NOT NULL,
+            user_json       TEXT    NOT NULL,
+            text            TEXT    NOT NULL,
+            model_tier      TEXT    NOT NULL,
+            files_json      TEXT    NOT NULL DEFAULT '[]',
+            state           TEXT    NOT NULL,
+            session_id      TEXT,
+            since_cursor    TEXT,
+            chat_turn_id    TEXT,
+            last_event_id   TEXT,
+            attempts        INTEGER NOT NULL DEFAULT 0,
+            error           TEXT,
+            delivery_json   TEXT    NOT NULL DEFAULT '{}',
+            created_at      REAL    NOT NULL,
+            updated_at      REAL    NOT NULL
+        );
+        -- Recovery at start-up asks for the unfinished turns; the worker for one conversation's.
+        CREATE INDEX turns_by_state ON turns (state);
+        CREATE INDEX turns_by_conversation ON turns (bot_id, conversation_id, seq);
+
+        CREATE TABLE claims (
+            key        TEXT PRIMARY KEY,
+            expires_at REAL NOT NULL
+        );
+        """,
+    ),
+]
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split a migration into single statements.
+
+    ``executescript`` would be simpler, but Python's sqlite3 commits any open transaction before
+    running a script, which would break the one-transaction-per-migration guarantee. Accumulating
+    lines until ``sqlite3.complete_statement`` agrees keeps ``CREATE TRIGGER ... BEGIN ...; END``
+    bodies (semicolons inside) in one piece should a later migration need one.
+    """
+    statements: list[str] = []
+    buffer = ""
+    for line in sql.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statement = buffer.strip()
+            if statement.rstrip(";").strip():
+                statements.append(statement)
+            buffer = ""
+    if buffer.strip() and not _only_comments(buffer):
+        raise ValueError(f"incomplete SQL statement in migration: {buffer.strip()[:80]!r}")
+    return statements
+
+
+def _only_comments(text: str) -> bool:
+    return all(not line.strip() or line.strip().startswith("--") for line in text.splitlines())

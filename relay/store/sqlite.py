@@ -1,0 +1,391 @@
+"""``SqliteStore``: the embedded default backend of ``relay.store.base.Store``, on one file.
+
+It exists so a single relay replica needs no external database. aiosqlite runs the one SQLite
+connection on its own thread, so the event loop never blocks on disk; that thread also serialises
+every statement, which together with single-statement writes (``INSERT ... ON CONFLICT``) is what
+makes ``add_turn`` and ``claim_once`` atomic without any lock of our own. One database file belongs
+to one relay process; several replicas need the Redis backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from relay.domain import (
+    ActivityId,
+    BotId,
+    ConversationId,
+    ConversationRef,
+    EventId,
+    InboundFile,
+    ModelTier,
+    SessionId,
+    SessionRecord,
+    Turn,
+    TurnId,
+    TurnState,
+    User,
+)
+from relay.store.migrations import MIGRATIONS, split_statements
+
+MEMORY = ":memory:"
+
+_T = TypeVar("_T")
+
+# Compared with `state IN (...)` rather than `NOT IN (final)`, so the turns_by_state index is used.
+_UNFINISHED = tuple(s.value for s in TurnState if not s.is_final)
+
+_TURN_COLUMNS = (
+    "turn_id, bot_id, conversation_id, activity_id, ref_json, user_json, text, model_tier,"
+    " files_json, state, session_id, since_cursor, chat_turn_id, last_event_id, attempts, error,"
+    " created_at, updated_at"
+)
+# The SQL is assembled once from the constants above (no input reaches it; values are always bound
+# parameters), hence the S608 waivers.
+_SELECT_TURNS = f"SELECT {_TURN_COLUMNS} FROM turns"  # noqa: S608
+# seq = MAX(seq) + 1 inside the INSERT: a write statement takes the write lock before it reads, so
+# concurrent inserts cannot share a number (and UNIQUE would refuse it anyway). A new turn always
+# sorts after every turn still in the table, which is the order the worker needs; a number could
+# only be reused after the newest rows were deleted, and then nothing is left to mis-order.
+_INSERT_TURN = (
+    f"INSERT INTO turns (seq, {_TURN_COLUMNS})"  # noqa: S608
+    " VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM turns), "
+    + ", ".join("?" * (_TURN_COLUMNS.count(",") + 1))
+    + ") ON CONFLICT (turn_id) DO NOTHING"
+)
+_SELECT_UNFINISHED = (
+    f"{_SELECT_TURNS} WHERE state IN ({', '.join('?' * len(_UNFINISHED))}) ORDER BY seq LIMIT ?"
+)
+
+if [v for v, _ in MIGRATIONS] != sorted({v for v, _ in MIGRATIONS}):
+    raise RuntimeError("relay.store.migrations.MIGRATIONS must have strictly increasing versions")
+
+
+class SqliteStore:
+    """The ``Store`` protocol on SQLite (WAL). ``path`` is a file path or ``":memory:"``."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        busy_timeout_ms: int = 5000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = str(path)
+        self._busy_timeout_ms = busy_timeout_ms
+        # Wall clock, not monotonic: timestamps and claim expiries outlive the process.
+        self._clock = clock
+        self._db: aiosqlite.Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self.path!r})"
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._db is not None:
+            return
+        if self.path != MEMORY:
+            await asyncio.to_thread(Path(self.path).parent.mkdir, parents=True, exist_ok=True)
+        # isolation_level=None: autocommit. Every write below is one statement, hence its own
+        # transaction, durable when it returns; the only multi-statement transaction (migrations)
+        # is opened explicitly.
+        db = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            db.row_factory = sqlite3.Row
+            # WAL + synchronous=NORMAL: a commit is in the WAL (the OS page cache) before execute()
+            # returns, so it survives the process being killed (kill -9, OOM, crash) — the case
+            # invariant 5 is about. It does not fsync per commit, so a power loss (or a kernel
+            # crash) can drop the last few commits; FULL would buy that with an fsync on every
+            # journal write. A lost write means a step is redone, and the deterministic
+            # client_message_id makes a re-POST to Neo a harmless 409. WAL also lets reads run
+            # alongside a write.
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            # Wait (rather than fail at once) if another connection — an operator's sqlite3 shell,
+            # a process still shutting down — holds the write lock.
+            await db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+            await db.execute("PRAGMA foreign_keys=ON")
+            await _migrate(db)
+            # Expired claims are dead weight; dropping them here keeps the table bounded.
+            await db.execute("DELETE FROM claims WHERE expires_at <= ?", (self._clock(),))
+        except BaseException:
+            await db.close()
+            raise
+        self._db = db
+
+    async def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            await db.close()
+
+    async def ping(self) -> None:
+        async with self._conn.execute("SELECT 1") as cur:
+            await cur.fetchone()
+
+    @property
+    def _conn(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError(f"{self!r} is not open")
+        return self._db
+
+    # -- turn journal --------------------------------------------------------------------------
+
+    async def add_turn(self, turn: Turn) -> bool:
+        now = self._clock()
+        created_at = turn.created_at or now
+        params = (*_turn_params(turn), created_at, now)
+        async with self._conn.execute(_INSERT_TURN, params) as cur:
+            inserted = cur.rowcount == 1
+        if inserted:
+            turn.created_at, turn.updated_at = created_at, now
+        return inserted
+
+    async def get_turn(self, turn_id: TurnId) -> Turn | None:
+        sql = f"{_SELECT_TURNS} WHERE turn_id = ?"
+        async with self._conn.execute(sql, (turn_id,)) as cur:
+            row = await cur.fetchone()
+        return _row_to_turn(row) if row is not None else None
+
+    async def save_turn(self, turn: Turn) -> None:
+        now = self._clock()
+        sql = (
+            "UPDATE turns SET state = ?, session_id = ?, since_cursor = ?, chat_turn_id = ?,"
+            " last_event_id = ?, attempts = ?, error = ?, updated_at = ? WHERE turn_id = ?"
+        )
+        params = (
+            turn.state.value,
+            turn.session_id,
+            turn.since_cursor,
+            turn.chat_turn_id,
+            turn.last_event_id,
+            turn.attempts,
+            turn.error,
+            now,
+            turn.turn_id,
+        )
+        async with self._conn.execute(sql, params) as cur:
+            if cur.rowcount != 1:
+                raise KeyError(turn.turn_id)
+        turn.updated_at = now
+
+    async def unfinished_turns(self, limit: int = 1000) -> list[Turn]:
+        async with self._conn.execute(_SELECT_UNFINISHED, (*_UNFINISHED, limit)) as cur:
+            rows = await cur.fetchall()
+        return [_row_to_turn(r) for r in rows]
+
+    async def conversation_turns(
+        self, bot_id: BotId, conversation_id: ConversationId
+    ) -> list[Turn]:
+        sql = f"{_SELECT_TURNS} WHERE bot_id = ? AND conversation_id = ? ORDER BY seq"
+        async with self._conn.execute(sql, (bot_id, conversation_id)) as cur:
+            rows = await cur.fetchall()
+        return [_row_to_turn(r) for r in rows]
+
+    async def save_delivery(self, turn_id: TurnId, data: dict[str, Any]) -> None:
+        # updated_at is left alone: it belongs to the Turn fields, and bumping it here would make
+        # the caller's Turn object stale (unequal to get_turn) after every streamed update.
+        sql = "UPDATE turns SET delivery_json = ? WHERE turn_id = ?"
+        params = (_dumps(data), turn_id)
+        async with self._conn.execute(sql, params) as cur:
+            if cur.rowcount != 1:
+                raise KeyError(turn_id)
+
+    async def get_delivery(self, turn_id: TurnId) -> dict[str, Any]:
+        sql = "SELECT delivery_json FROM turns WHERE turn_id = ?"
+        async with self._conn.execute(sql, (turn_id,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return {}
+        data = json.loads(row["delivery_json"] or "{}")
+        return data if isinstance(data, dict) else {}
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    async def get_session(
+        self, bot_id: BotId, conversation_id: ConversationId
+    ) -> SessionRecord | None:
+        sql = (
+            "SELECT session_id, last_event_id, show_progress, created_at, updated_at"
+            " FROM sessions WHERE bot_id = ? AND conversation_id = ?"
+        )
+        async with self._conn.execute(sql, (bot_id, conversation_id)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return SessionRecord(
+            bot_id=bot_id,
+            conversation_id=conversation_id,
+            session_id=SessionId(row["session_id"]),
+            last_event_id=_opt(EventId, row["last_event_id"]),
+            show_progress=bool(row["show_progress"]),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+    async def put_session(self, rec: SessionRecord) -> None:
+        now = self._clock()
+        sql = (
+            "INSERT INTO sessions (bot_id, conversation_id, session_id, last_event_id,"
+            " show_progress, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (bot_id, conversation_id) DO UPDATE SET"
+            "  created_at = CASE WHEN sessions.session_id = excluded.session_id"
+            "   THEN sessions.created_at ELSE excluded.created_at END,"
+            "  session_id = excluded.session_id, last_event_id = excluded.last_event_id,"
+            "  show_progress = excluded.show_progress, updated_at = excluded.updated_at"
+        )
+        params = (
+            rec.bot_id,
+            rec.conversation_id,
+            rec.session_id,
+            rec.last_event_id,
+            int(rec.show_progress),
+            rec.created_at or now,
+            now,
+        )
+        async with self._conn.execute(sql, params):
+            pass
+        rec.updated_at = now
+
+    async def delete_session(self, bot_id: BotId, conversation_id: ConversationId) -> None:
+        sql = "DELETE FROM sessions WHERE bot_id = ? AND conversation_id = ?"
+        async with self._conn.execute(sql, (bot_id, conversation_id)):
+            pass
+
+    async def set_session_cursor(
+        self, bot_id: BotId, conversation_id: ConversationId, last_event_id: EventId
+    ) -> None:
+        sql = (
+            "UPDATE sessions SET last_event_id = ?, updated_at = ?"
+            " WHERE bot_id = ? AND conversation_id = ?"
+        )
+        params = (last_event_id, self._clock(), bot_id, conversation_id)
+        async with self._conn.execute(sql, params):
+            pass
+
+    # -- one-shot claims -----------------------------------------------------------------------
+
+    async def claim_once(self, key: str, ttl_seconds: float) -> bool:
+        now = self._clock()
+        # One statement: insert, or take over an expired claim; a live claim makes the DO UPDATE's
+        # WHERE false, so no row changes and rowcount is 0.
+        sql = (
+            "INSERT INTO claims (key, expires_at) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at"
+            " WHERE claims.expires_at <= ?"
+        )
+        async with self._conn.execute(sql, (key, now + ttl_seconds, now)) as cur:
+            return cur.rowcount == 1
+
+
+# -- schema --------------------------------------------------------------------------------------
+
+
+async def _migrate(db: aiosqlite.Connection) -> None:
+    """Apply the pending migrations, all in one IMMEDIATE transaction.
+
+    IMMEDIATE takes the write lock before reading the version, so a second process opening the
+    same file at the same moment waits (busy_timeout) instead of applying the same migration twice.
+    """
+    await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY)")
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        async with db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version") as cur:
+            row = await cur.fetchone()
+        current = int(row[0]) if row is not None else 0
+        for version, sql in MIGRATIONS:
+            if version <= current:
+                continue
+            for statement in split_statements(sql):
+                await db.execute(statement)
+            await db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+        await db.execute("COMMIT")
+    except BaseException:
+        await db.execute("ROLLBACK")
+        raise
+
+
+# -- Turn <-> row --------------------------------------------------------------------------------
+
+
+def _turn_params(turn: Turn) -> tuple[Any, ...]:
+    """Every column of ``_TURN_COLUMNS`` except the two timestamps, in order."""
+    return (
+        turn.turn_id,
+        turn.bot_id,
+        turn.conversation_id,
+        turn.activity_id,
+        _dumps(turn.ref.to_json()),
+        _dumps(_user_to_json(turn.user)),
+        turn.text,
+        turn.model_tier.value,
+        _dumps([_file_to_json(f) for f in turn.files]),
+        turn.state.value,
+        turn.session_id,
+        turn.since_cursor,
+        turn.chat_turn_id,
+        turn.last_event_id,
+        turn.attempts,
+        turn.error,
+    )
+
+
+def _row_to_turn(row: sqlite3.Row) -> Turn:
+    user = json.loads(row["user_json"])
+    return Turn(
+        turn_id=TurnId(row["turn_id"]),
+        ref=ConversationRef.from_json(json.loads(row["ref_json"])),
+        activity_id=ActivityId(row["activity_id"]),
+        user=User(id=user["id"], aad_object_id=user.get("aad_object_id"), name=user.get("name")),
+        text=row["text"],
+        model_tier=ModelTier(row["model_tier"]),
+        files=[_file_from_json(f) for f in json.loads(row["files_json"] or "[]")],
+        state=TurnState(row["state"]),
+        session_id=_opt(SessionId, row["session_id"]),
+        since_cursor=_opt(EventId, row["since_cursor"]),
+        chat_turn_id=row["chat_turn_id"],
+        last_event_id=_opt(EventId, row["last_event_id"]),
+        attempts=int(row["attempts"]),
+        error=row["error"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _user_to_json(user: User) -> dict[str, Any]:
+    return {"id": user.id, "aad_object_id": user.aad_object_id, "name": user.name}
+
+
+def _file_to_json(f: InboundFile) -> dict[str, Any]:
+    return {
+        "url": f.url,
+        "content_type": f.content_type,
+        "name": f.name,
+        "needs_bot_token": f.needs_bot_token,
+    }
+
+
+def _file_from_json(data: dict[str, Any]) -> InboundFile:
+    return InboundFile(
+        url=data["url"],
+        content_type=data["content_type"],
+        name=data.get("name"),
+        needs_bot_token=bool(data.get("needs_bot_token", False)),
+    )
+
+
+def _opt(kind: Callable[[str], _T], value: str | None) -> _T | None:
+    return kind(value) if value is not None else None
+
+
+def _dumps(data: Any) -> str:
+    # ensure_ascii=False: user text and names stay readable in an operator's sqlite3 shell.
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))

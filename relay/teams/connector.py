@@ -1,0 +1,234 @@
+"""Bot Connector REST calls (send, update, typing) for every bot, on one aiohttp session.
+
+Why not botbuilder's ``ConnectorClient`` / ``continue_conversation``: it builds a new msrest client
+per call (≈ 12 ms of CPU, reference teams-platform.md §10), runs each request through ``requests``
+in a thread pool, applies its own urllib3 retry policy to updates behind our back, and hides the
+status code and ``Retry-After`` that pacing and Teams' streaming rules depend on. The wire format
+is still botbuilder's: callers hand in ``botbuilder.schema.Activity`` objects and they are
+serialised with the SDK's own serializer. Everything here checks the ``serviceUrl`` against the
+allow-list *before* a token is fetched or a byte is sent (DESIGN.md invariant 7), paces through the
+per-conversation and per-tenant limiters, and translates failures into :mod:`relay.errors` classes
+so the retry policy in :mod:`relay.retry` can decide.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import aiohttp
+from botbuilder.schema import Activity
+
+from relay.allowlist import HostAllowlist
+from relay.domain import ActivityId, BotId, ConversationRef
+from relay.errors import (
+    AmbiguousError,
+    CredentialError,
+    PermanentError,
+    RetryableError,
+    StreamCancelled,
+    StreamNotAllowed,
+    StreamRejected,
+    StreamTimedOut,
+    UpstreamError,
+)
+from relay.teams.pacing import PER_CONVERSATION_WINDOWS, PER_TENANT_WINDOWS, SlidingWindowLimiter
+
+log = logging.getLogger(__name__)
+
+
+class TokenSource(Protocol):
+    """Where outbound Bot Framework tokens come from (``relay.teams.auth.TokenProvider``)."""
+
+    async def token(self, bot_id: BotId) -> str: ...
+
+    def invalidate(self, bot_id: BotId) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    activity_id: ActivityId | None  # 201 {"id": ...}; a 202 {} has none
+    status: int
+
+
+# Hooks for metrics without importing them here: (operation, status or exception name).
+OnResult = Callable[[str, str], None]
+
+
+class BotConnector:
+    """Posts activities into Teams conversations on behalf of any registered bot."""
+
+    def __init__(
+        self,
+        *,
+        tokens: TokenSource | None,
+        allowlist: HostAllowlist,
+        timeout: float = 20.0,
+        on_result: OnResult | None = None,
+    ) -> None:
+        self._tokens = tokens  # None: anonymous mode (local emulators) — no Authorization header
+        self._allowlist = allowlist
+        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 10.0))
+        self._session: aiohttp.ClientSession | None = None
+        self._per_conversation = SlidingWindowLimiter(PER_CONVERSATION_WINDOWS)
+        self._per_tenant = SlidingWindowLimiter(PER_TENANT_WINDOWS)
+        self._on_result = on_result
+
+    async def start(self) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, connector=aiohttp.TCPConnector(limit=512)
+            )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(
+        self, ref: ConversationRef, activity: Activity, *, idempotent: bool = False
+    ) -> SendResult:
+        """POST a new activity. ``idempotent`` marks typing/stream updates that may be repeated."""
+        url = f"{self._conversation_url(ref)}/activities"
+        return await self._call("POST", ref, url, activity, idempotent=idempotent)
+
+    async def update(
+        self, ref: ConversationRef, activity_id: str, activity: Activity
+    ) -> SendResult:
+        """PUT an existing activity in place (idempotent by nature)."""
+        url = f"{self._conversation_url(ref)}/activities/{quote(activity_id, safe='')}"
+        return await self._call("PUT", ref, url, activity, idempotent=True)
+
+    def _conversation_url(self, ref: ConversationRef) -> str:
+        base = ref.service_url.rstrip("/")
+        return f"{base}/v3/conversations/{quote(ref.conversation_id, safe='')}"
+
+    async def _call(
+        self, method: str, ref: ConversationRef, url: str, activity: Activity, *, idempotent: bool
+    ) -> SendResult:
+        if not self._allowlist.allows(ref.service_url):
+            # Refused before a token is fetched: a forged serviceUrl never sees the bot's token.
+            raise PermanentError(
+                "serviceUrl is not on RELAY_SERVICE_URL_ALLOWLIST",
+                service="teams",
+                code="ServiceUrlNotAllowed",
+            )
+        if self._session is None:
+            await self.start()
+        assert self._session is not None
+        body = json.dumps(activity.serialize(), separators=(",", ":"))
+        headers = {"Content-Type": "application/json; charset=utf-8"}
+        if self._tokens is not None:
+            headers["Authorization"] = f"Bearer {await self._tokens.token(ref.bot_id)}"
+        await self._per_conversation.acquire((ref.bot_id, ref.conversation_id))
+        await self._per_tenant.acquire((ref.bot_id, ref.tenant_id))
+        op = f"{method} {activity.type}"
+        try:
+            async with self._session.request(method, url, data=body, headers=headers) as resp:
+                text = await resp.text()
+                status = resp.status
+                retry_after = _retry_after(resp.headers.get("Retry-After"))
+        except (aiohttp.ClientConnectorError, aiohttp.ClientConnectionResetError) as exc:
+            # Connection refused / reset before a response: for a create this may still have been
+            # delivered if the reset came after the body was sent, so it is ambiguous.
+            self._report(op, type(exc).__name__)
+            cls = (
+                RetryableError if isinstance(exc, aiohttp.ClientConnectorError) else AmbiguousError
+            )
+            raise cls(f"connection failed: {exc.__class__.__name__}", service="teams") from None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            self._report(op, type(exc).__name__)
+            raise AmbiguousError(
+                f"no response: {exc.__class__.__name__}", service="teams"
+            ) from None
+        self._report(op, str(status))
+        if status in (200, 201, 202):
+            return SendResult(activity_id=_response_id(text), status=status)
+        if status == 401 and self._tokens is not None:
+            self._tokens.invalidate(ref.bot_id)
+        raise classify_failure(status, text, retry_after, idempotent=idempotent)
+
+    def _report(self, op: str, outcome: str) -> None:
+        if self._on_result is not None:
+            self._on_result(op, outcome)
+
+
+def _response_id(text: str) -> ActivityId | None:
+    try:
+        data = json.loads(text) if text else {}
+    except ValueError:
+        return None
+    value = data.get("id") if isinstance(data, dict) else None
+    return ActivityId(value) if isinstance(value, str) and value else None
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - _dt.datetime.now(when.tzinfo or _dt.UTC)).total_seconds())
+
+
+def _error_fields(text: str) -> tuple[str | None, str]:
+    try:
+        data: Any = json.loads(text)
+    except ValueError:
+        return None, text[:200]
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, dict):
+        return err.get("code"), str(err.get("message") or "")[:500]
+    if isinstance(data, dict) and "message" in data:
+        return data.get("code"), str(data["message"])[:500]
+    return None, text[:200]
+
+
+def classify_failure(
+    status: int, text: str, retry_after: float | None, *, idempotent: bool
+) -> UpstreamError:
+    """Map a Bot Connector failure to what the caller may do (reference teams-platform.md §1.1, §2).
+
+    The streaming 403s all share the code ``ContentStreamNotAllowed``; only the message tells them
+    apart, and two different messages contain "not allowed" (teams.py#500), so match precisely.
+    """
+    code, message = _error_fields(text)
+    kw: dict[str, Any] = {"service": "teams", "status": status, "code": code}
+    low = message.lower()
+    if status == 429:
+        return RetryableError(message or "throttled", retry_after=retry_after, **kw)
+    if status == 403 and (code == "ContentStreamNotAllowed" or "content stream" in low):
+        if "cancel" in low:  # "canceled" in the docs, "cancelled" in the wild
+            return StreamCancelled(message, **kw)
+        if "exceeded streaming time" in low:
+            return StreamTimedOut(message, **kw)
+        if "already completed" in low:
+            return StreamRejected(message, **kw)
+        if "size too large" in low or "previously streamed content" in low:
+            return StreamRejected(message, **kw)
+        return StreamNotAllowed(message, **kw)
+    if status == 405 or (
+        status == 400 and "streamingnotenabled" in f"{code} {low}".replace(" ", "")
+    ):
+        return StreamNotAllowed(message or "streaming not enabled here", **kw)
+    if status == 401:
+        return CredentialError(message or "bot token refused", **kw)
+    if status in (412, 503):
+        # Not processed: safe to repeat even for a create.
+        return RetryableError(message or "unavailable", retry_after=retry_after, **kw)
+    if status in (408, 500, 502, 504):
+        if idempotent:
+            return RetryableError(message or "server error", retry_after=retry_after, **kw)
+        return AmbiguousError(message or "server error", **kw)
+    return PermanentError(message or f"HTTP {status}", **kw)

@@ -1,0 +1,195 @@
+"""Inbound Teams activities → the relay's own types (Turn, or an event the relay answers itself).
+
+Teams facts this module encodes (reference teams-platform.md §3): the bot is ``recipient.id``
+``28:<appId>``; the tenant is ``conversation.tenantId`` (botbuilder 4.17 maps that field to
+``tenantID``, so after deserialisation it sits in ``additional_properties``) with
+``channelData.tenant.id`` as fallback; in group chats and channels the text carries
+``<at>Bot</at>`` for the mention, which is removed before the text goes to the agent; pasted images
+are Bot Framework attachment URLs that need the bot token, paperclip files carry a pre-authenticated
+``downloadUrl``; the sibling ``text/html`` attachment of an inline image is useless to a bot.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from botbuilder.schema import Activity, ActivityTypes
+
+from relay.domain import (
+    ActivityId,
+    BotId,
+    ConversationId,
+    ConversationRef,
+    ConversationType,
+    InboundFile,
+    TenantId,
+    Turn,
+    User,
+    make_turn_id,
+)
+from relay.errors import InboundError
+
+FILE_DOWNLOAD_INFO = "application/vnd.microsoft.teams.file.download.info"
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """An activity the relay acknowledges and does nothing more with."""
+
+    reason: str
+
+
+def parse_activity(body: dict[str, Any]) -> Activity:
+    """Deserialise with botbuilder's own model; refuse bodies that are not activities."""
+    try:
+        activity = Activity().deserialize(body)
+    except Exception as exc:  # msrest raises a zoo of types on malformed input
+        raise InboundError(f"not a Bot Framework activity: {exc.__class__.__name__}") from None
+    if not isinstance(activity.type, str) or not activity.type:
+        raise InboundError("activity has no type")
+    conv = activity.conversation
+    if activity.type != "ping" and (conv is None or not isinstance(conv.id, str) or not conv.id):
+        raise InboundError("activity has no conversation.id")
+    if activity.service_url is not None and not isinstance(activity.service_url, str):
+        raise InboundError("serviceUrl must be a string")
+    return activity
+
+
+def bot_id_of(activity: Activity) -> BotId | None:
+    """The bot an activity is addressed to: ``recipient.id`` without the ``28:`` prefix."""
+    rid = activity.recipient.id if activity.recipient is not None else None
+    if not isinstance(rid, str) or not rid:
+        return None
+    return BotId(rid.removeprefix("28:").lower())
+
+
+def tenant_of(activity: Activity) -> TenantId | None:
+    conv = activity.conversation
+    extra = getattr(conv, "additional_properties", None) or {}
+    tenant = extra.get("tenantId") or getattr(conv, "tenant_id", None)
+    if not tenant and isinstance(activity.channel_data, dict):
+        t = activity.channel_data.get("tenant")
+        tenant = t.get("id") if isinstance(t, dict) else None
+    return TenantId(str(tenant)) if tenant else None
+
+
+def conversation_ref(activity: Activity, bot_id: BotId) -> ConversationRef:
+    conv = activity.conversation
+    ctype = ConversationType.parse(getattr(conv, "conversation_type", None))
+    if ctype is ConversationType.PERSONAL and getattr(conv, "is_group", False):
+        ctype = ConversationType.GROUP_CHAT
+    return ConversationRef(
+        bot_id=bot_id,
+        service_url=str(activity.service_url or ""),
+        conversation_id=ConversationId(conv.id),
+        conversation_type=ctype,
+        tenant_id=tenant_of(activity),
+        channel_id=str(activity.channel_id or "msteams"),
+        bot_name=getattr(activity.recipient, "name", None),
+        reply_to_id=ActivityId(activity.id) if isinstance(activity.id, str) else None,
+    )
+
+
+def _mentions_recipient(activity: Activity) -> list[str]:
+    """The literal mention texts (``<at>Bot</at>``) of entities that mention this bot."""
+    rid = getattr(activity.recipient, "id", None)
+    texts: list[str] = []
+    for entity in activity.entities or []:
+        if getattr(entity, "type", None) != "mention":
+            continue
+        props = getattr(entity, "additional_properties", None) or {}
+        mentioned = props.get("mentioned") or {}
+        if isinstance(mentioned, dict) and mentioned.get("id") == rid:
+            text = props.get("text")
+            texts.append(text if isinstance(text, str) else "")
+    return texts
+
+
+_AT_TAG = re.compile(r"<at[^>]*>.*?</at>", re.IGNORECASE | re.DOTALL)
+
+
+def clean_text(activity: Activity) -> tuple[str, bool]:
+    """The message text without this bot's @mention, trimmed; and whether the bot was mentioned."""
+    text = activity.text if isinstance(activity.text, str) else ""
+    mentions = _mentions_recipient(activity)
+    for literal in mentions:
+        # A mention entity without its text: the first <at>…</at> is the bot's own mention.
+        text = text.replace(literal, " ", 1) if literal else _AT_TAG.sub(" ", text, count=1)
+    # remove_recipient_mention leaves the surrounding spaces behind (checked, §3): trim them.
+    return text.strip(), bool(mentions)
+
+
+def inbound_files(activity: Activity) -> list[InboundFile]:
+    files: list[InboundFile] = []
+    for att in activity.attachments or []:
+        ctype = att.content_type if isinstance(att.content_type, str) else ""
+        if ctype == FILE_DOWNLOAD_INFO and isinstance(att.content, dict):
+            url = att.content.get("downloadUrl")
+            if isinstance(url, str) and url:
+                mime = _mime_from_name(att.name) or "application/octet-stream"
+                files.append(InboundFile(url=url, content_type=mime, name=att.name))
+        elif ctype.startswith("image/") and isinstance(att.content_url, str) and att.content_url:
+            files.append(
+                InboundFile(
+                    url=att.content_url, content_type=ctype, name=att.name, needs_bot_token=True
+                )
+            )
+    return files
+
+
+_EXT_MIME = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "gif": "image/gif",
+    "webp": "image/webp",
+    "pdf": "application/pdf",
+    "txt": "text/plain",
+    "csv": "text/csv",
+    "log": "text/plain",
+    "json": "application/json",
+    "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+
+
+def _mime_from_name(name: str | None) -> str | None:
+    if not name or "." not in name:
+        return None
+    return _EXT_MIME.get(name.rsplit(".", 1)[1].lower())
+
+
+def to_turn(activity: Activity, bot_id: BotId) -> Turn | Ignored:
+    """A message activity → the Turn to journal, or why it is ignored."""
+    if activity.type != ActivityTypes.message:
+        return Ignored(f"activity type {activity.type!r}")
+    if not isinstance(activity.id, str) or not activity.id:
+        return Ignored("message without an id cannot be de-duplicated")
+    ref = conversation_ref(activity, bot_id)
+    text, mentioned = clean_text(activity)
+    if ref.conversation_type is not ConversationType.PERSONAL and not mentioned:
+        # Group chats and channels: answer only when @mentioned (Neo's default mention mode).
+        return Ignored("group message without a mention of the bot")
+    files = inbound_files(activity)
+    if not text and not files:
+        return Ignored("empty message")
+    sender = activity.from_property
+    user = User(
+        id=str(getattr(sender, "id", "") or ""),
+        aad_object_id=getattr(sender, "aad_object_id", None),
+        name=getattr(sender, "name", None),
+    )
+    now = time.time()
+    return Turn(
+        turn_id=make_turn_id(bot_id, ref.conversation_id, ActivityId(activity.id)),
+        ref=ref,
+        activity_id=ActivityId(activity.id),
+        user=user,
+        text=text,
+        files=files,
+        created_at=now,
+        updated_at=now,
+    )

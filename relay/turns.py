@@ -1,0 +1,311 @@
+"""The turn pipeline: journal → session → post → tail → render → done, one journaled step at a time.
+
+This is the relay's core and it speaks only the project's own types: Neo is reached through the
+:class:`NeoApi` protocol (implemented by ``relay.neo``), Teams through :class:`ReplySink` objects
+(implemented by ``relay.teams``). Each step records its result in the store *before* the next step
+relies on it, so a restarted relay continues a turn where it stopped: a turn whose Neo ``202`` was
+journaled is never posted again (and Neo's ``client_message_id`` covers the window before that), and
+the answer is re-assembled by re-reading the turn's SSE events from its ``since_cursor``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from relay.domain import (
+    BotId,
+    EventId,
+    ModelTier,
+    Reply,
+    ReplyOutcome,
+    SessionId,
+    SessionRecord,
+    TenantId,
+    Turn,
+    TurnState,
+    client_message_id,
+)
+from relay.errors import (
+    PermanentError,
+    RelayError,
+    StreamCancelled,
+    UpstreamError,
+    UserFacingError,
+)
+from relay.retry import NEO, retry_call
+from relay.store.base import Store
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------
+# Seams
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewSession:
+    session_id: SessionId
+    show_progress: bool
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Posted:
+    since_cursor: EventId | None
+    chat_turn_id: str | None
+    show_progress: bool
+    duplicate: bool
+    request_id: str | None = None
+
+
+class NeoApi(Protocol):
+    """What the pipeline needs from Neo (adapter: ``relay.neo.adapter.NeoAdapter``)."""
+
+    async def create_session(
+        self, *, bot_id: BotId, tenant_id: TenantId | None, title: str
+    ) -> NewSession: ...
+
+    async def post_message(
+        self, session_id: SessionId, *, text: str, client_message_id: str, model_tier: ModelTier
+    ) -> Posted: ...
+
+    def tail(
+        self,
+        session_id: SessionId,
+        *,
+        since: EventId | None,
+        on_event_id: Callable[[EventId], Awaitable[None]],
+    ) -> AsyncIterator[dict[str, object]]: ...
+
+    def assembler(self) -> Assembler: ...
+
+
+class Assembler(Protocol):
+    """Folds AI SDK v6 chunks into a :class:`Reply` (``relay.neo.chunks.ReplyAssembler``)."""
+
+    def feed(self, chunk: dict[str, object]) -> None: ...
+
+    @property
+    def reply(self) -> Reply: ...
+
+
+class ReplySink(Protocol):
+    """One turn's answer on its way into Teams (streamed, or typing + one final message)."""
+
+    async def start(self, *, show_progress: bool) -> None: ...
+
+    async def update(self, reply: Reply) -> None:
+        """New chunks arrived; cheap — the sink decides when to actually send."""
+
+    async def finish(self, reply: Reply) -> None: ...
+
+    async def fail(self, message: str) -> None: ...
+
+    async def close(self) -> None:
+        """Release timers/tasks; called once, after finish/fail or on cancellation."""
+
+
+class SinkFactory(Protocol):
+    def open(self, turn: Turn) -> ReplySink: ...
+
+
+# ----------------------------------------------------------------------------------------------
+# User-visible failure text (one consistent format; Neo's request_id when we have one)
+# ----------------------------------------------------------------------------------------------
+
+
+def failure_text(exc: BaseException) -> str:
+    if isinstance(exc, UserFacingError):
+        return exc.message  # written for end users by Neo (end_company_not_mapped): verbatim
+    rid = exc.request_id if isinstance(exc, UpstreamError) else None
+    ref = f" (reference: {rid})" if rid else ""
+    if isinstance(exc, UpstreamError) and exc.service == "neo" and exc.status == 429:
+        return (
+            "Neo is busy right now and couldn't take your message. "
+            f"Please try again in a minute.{ref}"
+        )
+    return f"Sorry, I couldn't get an answer this time. Please try again.{ref}"
+
+
+# ----------------------------------------------------------------------------------------------
+# The pipeline
+# ----------------------------------------------------------------------------------------------
+
+
+class TurnPipeline:
+    """Runs one journaled turn to a final state. Safe to call again on a turn it left unfinished."""
+
+    def __init__(
+        self, store: Store, neo: NeoApi, sinks: SinkFactory, *, turn_deadline: float = 900.0
+    ) -> None:
+        self._store = store
+        self._neo = neo
+        self._sinks = sinks
+        self._turn_deadline = turn_deadline
+
+    async def run(self, turn: Turn) -> None:
+        if turn.state.is_final:
+            return
+        sink = self._sinks.open(turn)
+        try:
+            await self._run(turn, sink)
+        except StreamCancelled:
+            await self._finish(turn, TurnState.CANCELLED, "stopped by the user")
+        except RelayError as exc:
+            log.warning("turn %s failed: %s", turn.turn_id, exc, extra={"turn_id": turn.turn_id})
+            await self._fail(turn, sink, exc)
+        except Exception as exc:
+            log.exception("turn %s crashed", turn.turn_id, extra={"turn_id": turn.turn_id})
+            await self._fail(turn, sink, exc)
+        finally:
+            await sink.close()
+
+    async def _run(self, turn: Turn, sink: ReplySink) -> None:
+        deadline = time.monotonic() + self._turn_deadline
+        turn.attempts += 1
+        session = await self._store.get_session(turn.bot_id, turn.conversation_id)
+        await sink.start(show_progress=bool(session and session.show_progress))
+        if turn.state is TurnState.RECEIVED:
+            session = await self._ensure_session(turn, session, deadline)
+        if turn.state is TurnState.SESSION_READY:
+            await self._post(turn, session, deadline)
+        reply = await self._tail(turn, sink)
+        if reply.outcome is ReplyOutcome.ERROR and not reply.text:
+            raise PermanentError(reply.error_text or "the agent reported an error", service="neo")
+        await sink.finish(reply)
+        if reply.outcome is ReplyOutcome.ABORTED:
+            await self._finish(turn, TurnState.CANCELLED, reply.abort_reason or "aborted by Neo")
+        else:
+            await self._finish(turn, TurnState.DELIVERED, None)
+
+    async def _ensure_session(
+        self, turn: Turn, session: SessionRecord | None, deadline: float
+    ) -> SessionRecord:
+        if session is None:
+            title = _title(turn)
+            created = await retry_call(
+                lambda: self._neo.create_session(
+                    bot_id=turn.bot_id, tenant_id=turn.ref.tenant_id, title=title
+                ),
+                NEO,
+                deadline=deadline,
+                what="neo create_session",
+            )
+            now = time.time()
+            session = SessionRecord(
+                bot_id=turn.bot_id,
+                conversation_id=turn.conversation_id,
+                session_id=created.session_id,
+                show_progress=created.show_progress,
+                created_at=now,
+                updated_at=now,
+            )
+            await self._store.put_session(session)
+        turn.session_id = session.session_id
+        await self._advance(turn, TurnState.SESSION_READY)
+        return session
+
+    async def _post(self, turn: Turn, session: SessionRecord | None, deadline: float) -> None:
+        assert turn.session_id is not None
+        session_id = turn.session_id
+        # Retrying a post is safe: the same client_message_id gets a 409 from Neo, never a 2nd turn.
+        posted = await retry_call(
+            lambda: self._neo.post_message(
+                session_id,
+                text=turn.text,
+                client_message_id=client_message_id(turn.turn_id),
+                model_tier=turn.model_tier,
+            ),
+            NEO,
+            idempotent=True,
+            deadline=deadline,
+            what="neo post_message",
+        )
+        if posted.duplicate:
+            # Already posted by an earlier attempt whose 202 we never journaled: do not post again;
+            # tail from the session's last known event id (the end of the previous turn).
+            turn.since_cursor = session.last_event_id if session else None
+        else:
+            turn.since_cursor = posted.since_cursor
+            turn.chat_turn_id = posted.chat_turn_id
+        if session is not None and posted.show_progress != session.show_progress:
+            session.show_progress = posted.show_progress
+            await self._store.put_session(session)
+        await self._advance(turn, TurnState.POSTED)
+
+    async def _tail(self, turn: Turn, sink: ReplySink) -> Reply:
+        assert turn.session_id is not None
+        assembler = self._neo.assembler()
+        checkpoint = _Checkpoint(self._store, turn)
+        if turn.state is TurnState.POSTED:
+            await self._advance(turn, TurnState.STREAMING)
+        # Always re-read from since_cursor (not last_event_id): the assembler rebuilds the whole
+        # answer, and the sink's journaled delivery state says what Teams has already shown.
+        async for chunk in self._neo.tail(
+            turn.session_id, since=turn.since_cursor, on_event_id=checkpoint.seen
+        ):
+            assembler.feed(chunk)
+            await sink.update(assembler.reply)
+        await checkpoint.flush()
+        if turn.last_event_id:
+            await self._store.set_session_cursor(
+                turn.bot_id, turn.conversation_id, turn.last_event_id
+            )
+        return assembler.reply
+
+    async def _advance(self, turn: Turn, state: TurnState) -> None:
+        turn.state = state
+        turn.updated_at = time.time()
+        await self._store.save_turn(turn)
+
+    async def _finish(self, turn: Turn, state: TurnState, error: str | None) -> None:
+        turn.error = error
+        await self._advance(turn, state)
+
+    async def _fail(self, turn: Turn, sink: ReplySink, exc: BaseException) -> None:
+        try:
+            await sink.fail(failure_text(exc))
+        except Exception:
+            log.exception("could not tell the user about the failure of turn %s", turn.turn_id)
+        await self._finish(turn, TurnState.FAILED, _short(exc))
+
+
+class _Checkpoint:
+    """Persists the turn's last SSE event id at most once a second (amortised journal writes)."""
+
+    def __init__(self, store: Store, turn: Turn, interval: float = 1.0) -> None:
+        self._store = store
+        self._turn = turn
+        self._interval = interval
+        self._last_write = time.monotonic()
+        self._dirty = False
+
+    async def seen(self, event_id: EventId) -> None:
+        self._turn.last_event_id = event_id
+        self._dirty = True
+        if time.monotonic() - self._last_write >= self._interval:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self._dirty:
+            self._dirty = False
+            self._last_write = time.monotonic()
+            self._turn.updated_at = time.time()
+            await self._store.save_turn(self._turn)
+
+
+def _title(turn: Turn) -> str:
+    words = " ".join(turn.text.split())
+    if not words:
+        return "Teams conversation"
+    return words if len(words) <= 80 else words[:77] + "…"
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or exc.__class__.__name__
+    return text[:500]

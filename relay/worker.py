@@ -1,0 +1,88 @@
+"""Runs turns in the background: one at a time per conversation, in arrival order.
+
+The webhook must answer Teams in milliseconds (Teams re-delivers after ~15 s, reference
+teams-platform.md §0.2), so inbound only journals a turn and hands it here. Each conversation gets a
+FIFO queue drained by a single task — a second message in the same chat waits for the first answer,
+messages in other chats run concurrently. At start-up, turns a previous process left unfinished are
+resubmitted in their original order; at shutdown, running turns get a grace period to finish and are
+then cancelled, their journal state left for the next start to resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from relay.domain import BotId, ConversationId, Turn, TurnId
+
+log = logging.getLogger(__name__)
+
+Runner = Callable[[Turn], Awaitable[None]]
+ConversationKey = tuple[BotId, ConversationId]
+
+
+class ConversationWorker:
+    """Serialises turns per (bot, conversation) and runs conversations concurrently."""
+
+    def __init__(self, run: Runner, *, max_concurrent: int = 2000) -> None:
+        self._run = run
+        self._queues: dict[ConversationKey, deque[Turn]] = {}
+        self._tasks: dict[ConversationKey, asyncio.Task[None]] = {}
+        self._queued: set[TurnId] = set()
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._accepting = True
+
+    @property
+    def active(self) -> int:
+        return len(self._tasks)
+
+    def submit(self, turn: Turn) -> bool:
+        """Queue a turn behind earlier ones of its conversation; False if refused or queued."""
+        if not self._accepting or turn.turn_id in self._queued:
+            return False
+        key = (turn.bot_id, turn.conversation_id)
+        self._queued.add(turn.turn_id)
+        self._queues.setdefault(key, deque()).append(turn)
+        if key not in self._tasks:
+            self._tasks[key] = asyncio.create_task(
+                self._drain(key), name=f"conversation-{turn.turn_id[:8]}"
+            )
+        return True
+
+    async def _drain(self, key: ConversationKey) -> None:
+        queue = self._queues[key]
+        try:
+            while queue:
+                turn = queue[0]
+                try:
+                    async with self._slots:
+                        await self._run(turn)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # The pipeline handles its own failures; this only guards the queue itself.
+                    log.exception("turn %s escaped the pipeline", turn.turn_id)
+                finally:
+                    queue.popleft()
+                    self._queued.discard(turn.turn_id)
+        finally:
+            self._tasks.pop(key, None)
+            if not queue:
+                self._queues.pop(key, None)
+
+    async def drain(self, grace: float) -> None:
+        """Stop accepting; wait up to ``grace`` seconds for running turns, then cancel the rest."""
+        self._accepting = False
+        tasks = list(self._tasks.values())
+        if not tasks:
+            return
+        _done, still = await asyncio.wait(tasks, timeout=grace)
+        for task in still:
+            task.cancel()
+        if still:
+            log.info(
+                "shutdown: %d conversation(s) interrupted; they resume at next start", len(still)
+            )
+            await asyncio.gather(*still, return_exceptions=True)

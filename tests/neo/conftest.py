@@ -1,0 +1,46 @@
+"""Shared fixtures for the Neo package tests: the AI SDK v6 fixture files and a live emulator."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from relay.devtools.neo_emulator import NeoEmulator
+from relay.neo.client import NeoClient
+
+API_KEY = "neo_sk_test_Sup3rS3cretValue0123456789"
+
+
+def fixtures_dir() -> Path:
+    """``../shared/fixtures/aisdk-v6`` next to the repository (real ``ai@6.0.326`` streams)."""
+    return Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "aisdk-v6"
+
+
+@pytest.fixture
+def aisdk_fixtures() -> Path:
+    path = fixtures_dir()
+    if not path.is_dir():
+        pytest.skip(f"AI SDK fixtures not found at {path}")
+    return path
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[NeoEmulator]:
+    emu = NeoEmulator(API_KEY)
+    await emu.start()
+    try:
+        yield emu
+    finally:
+        await emu.stop()
+
+
+@pytest.fixture
+async def neo(emulator: NeoEmulator) -> AsyncIterator[NeoClient]:
+    assert emulator.base_url is not None
+    async with NeoClient(
+        emulator.base_url, SecretStr(API_KEY), connect_timeout=2, request_timeout=2
+    ) as client:
+        yield client
