@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Any
 
 from aiohttp import web
 
 from relay.config import Settings, load_settings
 from relay.errors import ConfigError
-from relay.ops.logs import configure_logging
+from relay.ops.logs import configure_logging, secret_values
 
 log = logging.getLogger("relay")
 
@@ -29,7 +30,11 @@ def _settings_or_exit() -> Settings:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings_or_exit()
-    configure_logging(settings.log_level, json_format=args.json_logs)
+    configure_logging(
+        settings.log_level,
+        json_format=args.json_logs or settings.log_format == "json",
+        secrets=secret_values(settings),
+    )
     from relay.app import create_app
 
     app = create_app(settings)
@@ -49,7 +54,31 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None, help="override RELAY_PORT")
     serve.add_argument("--json-logs", action="store_true", help="one JSON object per log line")
     serve.set_defaults(func=cmd_serve)
+    _add_demo_commands(sub)
+    _add_bot_commands(sub)
     return parser
+
+
+def _add_bot_commands(sub: Any) -> None:
+    """``relay manifest build``, ``relay bots check``, ``relay check`` (white-label bots)."""
+    from relay.checks import add_parsers as add_check_parsers
+    from relay.manifest.cli import add_parser as add_manifest_parser
+
+    add_manifest_parser(sub)
+    add_check_parsers(sub)
+
+
+def _add_demo_commands(sub: Any) -> None:
+    """``relay demo`` / ``relay chat``: the relay on loopback with emulators (relay/devtools)."""
+    from relay.devtools.chat_repl import add_chat_arguments, run_chat
+    from relay.devtools.demo import add_demo_arguments, run_demo
+
+    demo = sub.add_parser("demo", help="run the relay with a local Neo emulator: no key needed")
+    add_demo_arguments(demo)
+    demo.set_defaults(func=run_demo)
+    chat = sub.add_parser("chat", help="chat with a running `relay demo` from the terminal")
+    add_chat_arguments(chat)
+    chat.set_defaults(func=run_chat)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ import re
 import tomllib
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -31,6 +31,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from relay.domain import BotId, TenantId
 from relay.errors import ConfigError
+from relay.registry_fields import (
+    CERTIFICATE_FIELDS,
+    Branding,
+    CertificateCredential,
+    parse_branding,
+    parse_certificate,
+)
 
 PUBLIC_OPENID_METADATA_URL = "https://login.botframework.com/v1/.well-known/openidconfiguration"
 PUBLIC_TOKEN_ISSUER = "https://api.botframework.com"  # noqa: S105 - a URL, not a secret
@@ -48,6 +55,15 @@ DEFAULT_SERVICE_URL_ALLOWLIST = (
     "*.botframework.us",
     "*.botframework.azure.us",
     "*.teams.microsoft.us",
+)
+
+# Hosts a paperclip file's pre-authenticated downloadUrl may point at: the user's OneDrive /
+# SharePoint (teams-platform.md §5), public cloud, US government clouds and 21Vianet.
+DEFAULT_FILE_DOWNLOAD_ALLOWLIST = (
+    "*.sharepoint.com",
+    "*.sharepoint.us",
+    "*.sharepoint-mil.us",
+    "*.sharepoint.cn",
 )
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -76,6 +92,8 @@ class BotConfig(BaseModel):
     tenant_id: TenantId | None = None
     name: str | None = None
     secret: SecretStr | None = None  # resolved from secret_env / secret_file, never inline
+    certificate: CertificateCredential | None = None  # instead of a secret (§4.3, §4.4)
+    branding: Branding | None = None  # `relay manifest build` (§7 "White-label")
 
     @property
     def authority_tenant(self) -> str:
@@ -86,7 +104,9 @@ class BotConfig(BaseModel):
         return self.tenant_id
 
 
-def _parse_bot(index: int, raw: Any, base_dir: Path, env: dict[str, str]) -> BotConfig:
+def _parse_bot(
+    index: int, raw: Any, base_dir: Path, env: dict[str, str], credentials: bool = True
+) -> BotConfig:
     key = f"RELAY_BOTS_FILE: bots[{index}]"
     if not isinstance(raw, dict):
         raise ConfigError(key, "each bot must be a table/object")
@@ -115,10 +135,14 @@ def _parse_bot(index: int, raw: Any, base_dir: Path, env: dict[str, str]) -> Bot
             raise ConfigError(f"{key}.tenant_id", f"not a tenant id (GUID): {tenant!r}")
     elif app_type is not AppType.MULTI_TENANT:
         raise ConfigError(f"{key}.tenant_id", f"required for {app_type.value} bots")
-    secret = _resolve_secret(
-        key, raw, base_dir, env, required=app_type is not AppType.USER_ASSIGNED_MSI
+    secret, certificate = (
+        _resolve_credential(key, raw, base_dir, env, app_type) if credentials else (None, None)
     )
-    unknown = set(raw) - {"app_id", "tenant_id", "name", "secret_env", "secret_file"}
+    branding = None
+    if "branding" in raw:
+        branding = parse_branding(f"{key}.branding", raw["branding"], base_dir)
+    known = {"app_id", "tenant_id", "name", "secret_env", "secret_file", "branding"}
+    unknown = set(raw) - known - CERTIFICATE_FIELDS
     if unknown:
         raise ConfigError(f"{key}", f"unknown field(s): {', '.join(sorted(unknown))}")
     return BotConfig(
@@ -127,7 +151,26 @@ def _parse_bot(index: int, raw: Any, base_dir: Path, env: dict[str, str]) -> Bot
         tenant_id=TenantId(tenant.lower()) if tenant else None,
         name=raw.get("name"),
         secret=secret,
+        certificate=certificate,
+        branding=branding,
     )
+
+
+def _resolve_credential(
+    key: str, raw: dict[str, Any], base_dir: Path, env: dict[str, str], app_type: AppType
+) -> tuple[SecretStr | None, CertificateCredential | None]:
+    """A bot has one credential: a secret, a certificate, or (UserAssignedMSI) neither."""
+    certificate = parse_certificate(key, raw, base_dir, env)
+    if certificate is not None and (
+        raw.get("secret_env") or raw.get("secret_file") or app_type is AppType.USER_ASSIGNED_MSI
+    ):
+        raise ConfigError(
+            f"{key}.certificate_thumbprint",
+            "a bot has one credential: a secret, a certificate or (UserAssignedMSI) none",
+        )
+    msi = app_type is AppType.USER_ASSIGNED_MSI
+    secret = _resolve_secret(key, raw, base_dir, env, required=not msi and certificate is None)
+    return secret, certificate
 
 
 def _resolve_secret(
@@ -156,8 +199,14 @@ def _resolve_secret(
     return SecretStr(value)
 
 
-def load_bots(path: Path, env: dict[str, str] | None = None) -> tuple[BotConfig, ...]:
-    """Read and validate a bot registry file (TOML ``[[bots]]`` or JSON ``{"bots": [...]}``)."""
+def load_bots(
+    path: Path, env: dict[str, str] | None = None, *, credentials: bool = True
+) -> tuple[BotConfig, ...]:
+    """Read and validate a bot registry file (TOML ``[[bots]]`` or JSON ``{"bots": [...]}``).
+
+    ``credentials=False`` skips resolving secrets and keys (``relay manifest build`` needs only
+    ids and branding, and may run where the secrets are not available).
+    """
     env = dict(os.environ) if env is None else env
     try:
         text = path.read_text()
@@ -170,7 +219,7 @@ def load_bots(path: Path, env: dict[str, str] | None = None) -> tuple[BotConfig,
     items = data.get("bots") if isinstance(data, dict) else data
     if not isinstance(items, list):
         raise ConfigError("RELAY_BOTS_FILE", f"{path} must contain a list named 'bots'")
-    bots = tuple(_parse_bot(i, raw, path.parent, env) for i, raw in enumerate(items))
+    bots = tuple(_parse_bot(i, raw, path.parent, env, credentials) for i, raw in enumerate(items))
     seen: set[str] = set()
     for i, bot in enumerate(bots):
         if bot.app_id in seen:
@@ -195,6 +244,8 @@ class Settings(BaseSettings):
     neo_api_base_url: str = _field("NEO_API_BASE_URL", default="https://api.neoagent.io")
     neo_api_key: SecretStr = _field("NEO_API_KEY")
     bots_file: Path | None = _field("RELAY_BOTS_FILE", default=None)
+    # Seconds between checks of the bots file for changes (0: only on SIGHUP); relay/registry.py.
+    bots_reload_interval: float = _field("RELAY_BOTS_RELOAD_INTERVAL", default=5.0, ge=0)
     database_url: str = _field("RELAY_DATABASE_URL", default="sqlite:///relay.db")
     host: str = _field("RELAY_HOST", default="0.0.0.0")  # noqa: S104 - a server binds all
     port: int = _field("RELAY_PORT", default=3978, ge=0, le=65535)
@@ -216,12 +267,34 @@ class Settings(BaseSettings):
     sse_idle_timeout: float = _field("RELAY_SSE_IDLE_TIMEOUT", default=120.0, gt=0)
     sse_total_timeout: float = _field("RELAY_SSE_TOTAL_TIMEOUT", default=900.0, gt=0)
     sse_max_reconnects: int = _field("RELAY_SSE_MAX_RECONNECTS", default=10, ge=0)
+    file_download_allowlist: Annotated[tuple[str, ...], NoDecode] = _field(
+        "RELAY_FILE_DOWNLOAD_ALLOWLIST", default=DEFAULT_FILE_DOWNLOAD_ALLOWLIST
+    )
+    max_attachment_bytes: int = _field("RELAY_MAX_ATTACHMENT_BYTES", default=25 * 2**20, gt=0)
+    attachment_timeout: float = _field("RELAY_ATTACHMENT_TIMEOUT", default=30.0, gt=0)
     log_level: str = _field("RELAY_LOG_LEVEL", default="INFO")
+    # "json": one object per line (production, log shippers); "text": for a terminal.
+    log_format: Literal["json", "text"] = _field("RELAY_LOG_FORMAT", default="text")
     shutdown_grace: float = _field("RELAY_SHUTDOWN_GRACE", default=10.0, ge=0)
+    # Teams streaming (relay.teams.stream): seconds between updates of one stream (Teams allows
+    # 1 req/s and advises 1.5-2 s), and when to close a stream ourselves before the 120 s cap.
+    stream_interval: float = _field("RELAY_STREAM_INTERVAL", default=1.5, gt=0, le=30)
+    stream_max_seconds: float = _field("RELAY_STREAM_MAX_SECONDS", default=100.0, gt=0, le=115)
+    # Group chats/channels: post the answer early and edit it in place (relay.teams.edit_in_place).
+    group_edit_in_place: bool = _field("RELAY_GROUP_EDIT_IN_PLACE", default=False)
+    # Split answers into messages of at most this many UTF-16 bytes (Teams advises 80 KB).
+    message_limit_bytes: int = _field(
+        "RELAY_MESSAGE_LIMIT_BYTES", default=80_000, ge=1_000, le=100_000
+    )
+    # Hard cap on one turn, arrival to final state; a turn over it ends FAILED with a message.
+    turn_deadline: float = _field("RELAY_TURN_DEADLINE", default=900.0, gt=0)
+    # Several replicas (relay.replicas): a conversation's lease lasts this long without renewal;
+    # a dead replica's conversations resume elsewhere about this long after it died.
+    lease_seconds: float = _field("RELAY_LEASE_SECONDS", default=15.0, ge=0.5, le=600)
 
     bots: tuple[BotConfig, ...] = ()
 
-    @field_validator("service_url_allowlist", mode="before")
+    @field_validator("service_url_allowlist", "file_download_allowlist", mode="before")
     @classmethod
     def _split_allowlist(cls, value: Any) -> Any:
         if isinstance(value, str):

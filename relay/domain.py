@@ -113,6 +113,15 @@ class InboundFile:
     needs_bot_token: bool = False  # inline images live behind the Bot Framework token
 
 
+@dataclass(frozen=True, slots=True)
+class UploadedFile:
+    """A file already uploaded to Neo's blob storage, referenced by a turn's ``attachments``."""
+
+    blob_path: str
+    mime: str
+    filename: str | None = None
+
+
 def make_turn_id(bot_id: BotId, conversation_id: ConversationId, activity_id: ActivityId) -> TurnId:
     """Deterministic turn id: the same Teams activity always maps to the same turn."""
     raw = f"{bot_id}\x1f{conversation_id}\x1f{activity_id}".encode()
@@ -135,6 +144,9 @@ class Turn:
     text: str
     model_tier: ModelTier = ModelTier.FAST
     files: list[InboundFile] = field(default_factory=list)
+    # A command the worker runs in conversation order instead of posting (relay.commands):
+    # "reset", "help", "install". None: an ordinary message for the agent.
+    command: str | None = None
     state: TurnState = TurnState.RECEIVED
     session_id: SessionId | None = None
     since_cursor: EventId | None = None

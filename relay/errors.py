@@ -8,6 +8,7 @@ library types::
     ├── ConfigError              bad configuration; start-up stops, naming the key
     ├── InboundError             a bad inbound request; answered with ``status`` and nothing else
     │   └── AuthError            401: missing/forged/expired token, unknown audience, ...
+    ├── LeaseLost                another replica owns the conversation now: stop, say nothing
     └── UpstreamError            a call to Neo or Teams failed (service, status, code, request_id)
         ├── RetryableError       safe to repeat after ``retry_after`` seconds (429, 503, drop
         │                        before the request was sent, idempotent calls on 5xx)
@@ -57,6 +58,19 @@ class AuthError(InboundError):
     """The Bot Framework token did not authenticate the request (always a 401, never a 500)."""
 
     status = 401
+
+
+class LeaseLost(RelayError):
+    """A write was fenced off: a newer holder of the conversation's lease exists (relay.replicas).
+
+    The turn belongs to that holder now; the stale one must stop without a visible effect, since
+    anything it told the user would be a second outcome (DESIGN.md invariant 3).
+    """
+
+    def __init__(self, key: str, token: int) -> None:
+        super().__init__(f"lease {key!r} token {token} is stale")
+        self.key = key
+        self.token = token
 
 
 class UpstreamError(RelayError):

@@ -46,8 +46,19 @@ class RetryPolicy:
 NEO = RetryPolicy("neo", attempts=5, base=0.5, cap=8.0)
 # Teams connector: sends, updates, typing. Microsoft's guidance: Retry-After, else backoff + jitter.
 TEAMS = RetryPolicy("teams", attempts=6, base=1.0, cap=16.0)
+# Attachment downloads from Teams / SharePoint (a GET; a turn should not wait long on a file).
+DOWNLOAD = RetryPolicy("download", attempts=3, base=0.5, cap=4.0)
 # Bot token acquisition from Entra.
 TOKEN = RetryPolicy("token", attempts=4, base=1.0, cap=8.0)
+
+# Observers of every scheduled retry (relay.ops.metrics counts them); called before the sleep.
+ON_RETRY: list[Callable[[RetryPolicy, BaseException], None]] = []
+
+
+def notify_retry(policy: RetryPolicy, error: BaseException) -> None:
+    """Tell the ON_RETRY observers a retry is scheduled (for loops that pace their own retries)."""
+    for hook in ON_RETRY:
+        hook(policy, error)
 
 
 class _Testing:
@@ -108,4 +119,5 @@ async def retry_call(
             err,
             extra={"retry_policy": policy.name},
         )
+        notify_retry(policy, err)
         await asyncio.sleep(delay)

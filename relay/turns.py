@@ -6,13 +6,21 @@ This is the relay's core and it speaks only the project's own types: Neo is reac
 relies on it, so a restarted relay continues a turn where it stopped: a turn whose Neo ``202`` was
 journaled is never posted again (and Neo's ``client_message_id`` covers the window before that), and
 the answer is re-assembled by re-reading the turn's SSE events from its ``since_cursor``.
+
+The journal is a small state machine (``relay.journal``, checked on every write the pipeline
+makes): received → session_ready → posted → streaming → delivered, with failed / cancelled
+reachable from any unfinished state and nothing leaving a final state. Every turn
+reaches a final state within ``turn_deadline`` seconds of arriving (a hard cap around the whole run,
+DESIGN.md invariant 3; peers-and-pitfalls.md §5 "Unbounded/hung LLM streams"), and a turn that keeps
+crashing the process is given up after :data:`MAX_ATTEMPTS` runs instead of looping forever.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,15 +35,18 @@ from relay.domain import (
     TenantId,
     Turn,
     TurnState,
+    UploadedFile,
     client_message_id,
 )
 from relay.errors import (
+    LeaseLost,
     PermanentError,
     RelayError,
     StreamCancelled,
     UpstreamError,
     UserFacingError,
 )
+from relay.journal import IllegalTransition, check_transition
 from relay.retry import NEO, retry_call
 from relay.store.base import Store
 
@@ -71,7 +82,13 @@ class NeoApi(Protocol):
     ) -> NewSession: ...
 
     async def post_message(
-        self, session_id: SessionId, *, text: str, client_message_id: str, model_tier: ModelTier
+        self,
+        session_id: SessionId,
+        *,
+        text: str,
+        client_message_id: str,
+        model_tier: ModelTier,
+        attachments: Sequence[UploadedFile] = (),
     ) -> Posted: ...
 
     def tail(
@@ -106,12 +123,29 @@ class ReplySink(Protocol):
 
     async def fail(self, message: str) -> None: ...
 
-    async def close(self) -> None:
-        """Release timers/tasks; called once, after finish/fail or on cancellation."""
+    async def close(self, *, interrupted: bool = False) -> None:
+        """Release timers/tasks; called once, last, on every path.
+
+        ``interrupted``: the run was cancelled (shutdown, lost lease) or handed over, so send
+        nothing more — the next run resumes from the journal. Otherwise a sink still showing
+        something unfinished (a turn that ended without finish/fail) ends it.
+        """
 
 
 class SinkFactory(Protocol):
     def open(self, turn: Turn) -> ReplySink: ...
+
+
+class CommandHandler(Protocol):
+    """Runs a turn whose ``command`` is set (``relay.commands.CommandRunner``)."""
+
+    async def run(self, turn: Turn) -> None: ...
+
+
+class FilesStep(Protocol):
+    """Uploads a turn's files before it is posted (``relay.attachments.AttachmentStep``)."""
+
+    async def prepare(self, turn: Turn, session_id: SessionId) -> list[UploadedFile]: ...
 
 
 # ----------------------------------------------------------------------------------------------
@@ -119,7 +153,8 @@ class SinkFactory(Protocol):
 # ----------------------------------------------------------------------------------------------
 
 
-def failure_text(exc: BaseException) -> str:
+def failure_text(exc: BaseException, *, doing: str = "get an answer") -> str:
+    """The one user-visible error format: Neo's own words, or a short apology + request id."""
     if isinstance(exc, UserFacingError):
         return exc.message  # written for end users by Neo (end_company_not_mapped): verbatim
     rid = exc.request_id if isinstance(exc, UpstreamError) else None
@@ -129,7 +164,18 @@ def failure_text(exc: BaseException) -> str:
             "Neo is busy right now and couldn't take your message. "
             f"Please try again in a minute.{ref}"
         )
-    return f"Sorry, I couldn't get an answer this time. Please try again.{ref}"
+    return f"Sorry, I couldn't {doing} this time. Please try again.{ref}"
+
+
+DEADLINE_TEXT = (
+    "Sorry, this is taking far too long, so I've stopped waiting for the answer. Please try again."
+)
+# A turn that was started this many times without finishing (each start after a crash or restart)
+# is failed instead of run again: a message that crashes the process must not crash it forever.
+MAX_ATTEMPTS = 5
+# Telling the user about a failure and releasing the sink are bounded too: the deadline already
+# passed, or Teams is the thing failing; neither may keep the turn from reaching a final state.
+FAIL_GRACE = 30.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -141,39 +187,93 @@ class TurnPipeline:
     """Runs one journaled turn to a final state. Safe to call again on a turn it left unfinished."""
 
     def __init__(
-        self, store: Store, neo: NeoApi, sinks: SinkFactory, *, turn_deadline: float = 900.0
+        self,
+        store: Store,
+        neo: NeoApi,
+        sinks: SinkFactory,
+        *,
+        turn_deadline: float = 900.0,
+        fail_grace: float = FAIL_GRACE,
+        commands: CommandHandler | None = None,
+        files: FilesStep | None = None,
     ) -> None:
         self._store = store
         self._neo = neo
         self._sinks = sinks
         self._turn_deadline = turn_deadline
+        self._fail_grace = fail_grace
+        self._commands = commands  # /reset, /help, install greeting (relay.commands)
+        self._files = files  # attachment uploads (relay.attachments)
+
+    def _budget(self, turn: Turn) -> float:
+        """Seconds this run may take: what is left of the deadline counted from arrival.
+
+        A turn resumed after a long outage still gets a short run (at most a minute) so that an
+        answer Neo already finished can be delivered rather than replaced by an error.
+        """
+        age = max(0.0, time.time() - turn.created_at) if turn.created_at else 0.0
+        return max(self._turn_deadline - age, min(60.0, self._turn_deadline))
 
     async def run(self, turn: Turn) -> None:
         if turn.state.is_final:
             return
+        if turn.command is not None and self._commands is not None:
+            await self._commands.run(turn)  # a command turn, run in conversation order
+            return
         sink = self._sinks.open(turn)
+        interrupted = False
         try:
-            await self._run(turn, sink)
+            async with asyncio.timeout(self._budget(turn)):
+                await self._run(turn, sink)
+        except asyncio.CancelledError:
+            interrupted = True  # shutdown or a lost lease: the next run resumes (sink.close)
+            raise
         except StreamCancelled:
             await self._finish(turn, TurnState.CANCELLED, "stopped by the user")
+        except TimeoutError:
+            # Only our own deadline: asyncio.timeout turns its cancellation into TimeoutError,
+            # while a shutdown's cancellation propagates and leaves the journal for the next start.
+            log.warning("turn %s hit its deadline", turn.turn_id, extra={"turn_id": turn.turn_id})
+            await self._fail(turn, sink, DEADLINE_TEXT, "turn deadline exceeded")
+        except LeaseLost:
+            interrupted = True
+            # Another replica owns this conversation now: anything we said would be a second
+            # outcome, and our journal writes are fenced off anyway.
+            log.info("turn %s handed over to another replica", turn.turn_id)
         except RelayError as exc:
             log.warning("turn %s failed: %s", turn.turn_id, exc, extra={"turn_id": turn.turn_id})
-            await self._fail(turn, sink, exc)
+            await self._fail(turn, sink, failure_text(exc), _short(exc))
+        except IllegalTransition:
+            raise  # a bug: do not paper over it with another journal write
         except Exception as exc:
             log.exception("turn %s crashed", turn.turn_id, extra={"turn_id": turn.turn_id})
-            await self._fail(turn, sink, exc)
+            await self._fail(turn, sink, failure_text(exc), _short(exc))
         finally:
-            await sink.close()
+            try:
+                async with asyncio.timeout(self._fail_grace):
+                    await sink.close(interrupted=interrupted)
+            except Exception:
+                log.exception("closing the reply sink of turn %s failed", turn.turn_id)
 
     async def _run(self, turn: Turn, sink: ReplySink) -> None:
-        deadline = time.monotonic() + self._turn_deadline
+        deadline = time.monotonic() + self._budget(turn)
         turn.attempts += 1
+        # Journal the attempt before doing anything: a turn that crashes the process every time
+        # must be noticed at the next start (MAX_ATTEMPTS), not retried forever.
+        await self._advance(turn, turn.state)
+        if turn.attempts > MAX_ATTEMPTS:
+            raise PermanentError(
+                f"gave up after {turn.attempts - 1} interrupted attempts", service="relay"
+            )
         session = await self._store.get_session(turn.bot_id, turn.conversation_id)
         await sink.start(show_progress=bool(session and session.show_progress))
         if turn.state is TurnState.RECEIVED:
             session = await self._ensure_session(turn, session, deadline)
-        if turn.state is TurnState.SESSION_READY:
-            await self._post(turn, session, deadline)
+        if turn.state is TurnState.SESSION_READY and not await self._post(turn, session, deadline):
+            # Only files, none usable: the attachments notice is the readable outcome (invariant
+            # 3), and there is nothing left to ask Neo (relay.attachments).
+            await self._finish(turn, TurnState.FAILED, "no usable attachment and no text")
+            return
         reply = await self._tail(turn, sink)
         if reply.outcome is ReplyOutcome.ERROR and not reply.text:
             raise PermanentError(reply.error_text or "the agent reported an error", service="neo")
@@ -210,9 +310,15 @@ class TurnPipeline:
         await self._advance(turn, TurnState.SESSION_READY)
         return session
 
-    async def _post(self, turn: Turn, session: SessionRecord | None, deadline: float) -> None:
+    async def _post(self, turn: Turn, session: SessionRecord | None, deadline: float) -> bool:
+        """Post the turn (False: files only, none usable — the user was told, nothing to ask)."""
         assert turn.session_id is not None
         session_id = turn.session_id
+        attachments: list[UploadedFile] = []
+        if turn.files and self._files is not None:
+            attachments = await self._files.prepare(turn, session_id)
+        if not turn.text and not attachments:
+            return False
         # Retrying a post is safe: the same client_message_id gets a 409 from Neo, never a 2nd turn.
         posted = await retry_call(
             lambda: self._neo.post_message(
@@ -220,6 +326,7 @@ class TurnPipeline:
                 text=turn.text,
                 client_message_id=client_message_id(turn.turn_id),
                 model_tier=turn.model_tier,
+                attachments=attachments,
             ),
             NEO,
             idempotent=True,
@@ -237,6 +344,7 @@ class TurnPipeline:
             session.show_progress = posted.show_progress
             await self._store.put_session(session)
         await self._advance(turn, TurnState.POSTED)
+        return True
 
     async def _tail(self, turn: Turn, sink: ReplySink) -> Reply:
         assert turn.session_id is not None
@@ -259,6 +367,8 @@ class TurnPipeline:
         return assembler.reply
 
     async def _advance(self, turn: Turn, state: TurnState) -> None:
+        """The only way the pipeline changes a turn's state: checked, then durable on return."""
+        check_transition(turn, state)
         turn.state = state
         turn.updated_at = time.time()
         await self._store.save_turn(turn)
@@ -267,22 +377,29 @@ class TurnPipeline:
         turn.error = error
         await self._advance(turn, state)
 
-    async def _fail(self, turn: Turn, sink: ReplySink, exc: BaseException) -> None:
+    async def _fail(self, turn: Turn, sink: ReplySink, message: str, reason: str) -> None:
         try:
-            await sink.fail(failure_text(exc))
+            async with asyncio.timeout(self._fail_grace):
+                await sink.fail(message)
         except Exception:
             log.exception("could not tell the user about the failure of turn %s", turn.turn_id)
-        await self._finish(turn, TurnState.FAILED, _short(exc))
+        await self._finish(turn, TurnState.FAILED, reason)
 
 
 class _Checkpoint:
-    """Persists the turn's last SSE event id at most once a second (amortised journal writes)."""
+    """Persists the turn's last SSE event id: at the first event, then at most every
+    ``interval`` seconds (amortised journal writes), and once more at the end (``flush``)."""
 
-    def __init__(self, store: Store, turn: Turn, interval: float = 1.0) -> None:
+    # Why 5 s, not 1 s: a resumed run re-reads from since_cursor (not last_event_id), so mid-turn
+    # checkpoints only keep ``updated_at`` fresh for the lease sweep (which waits a whole lease
+    # period, 15 s by default); at 1 s they were ~40 % of a streamed turn's journal writes.
+    INTERVAL = 5.0
+
+    def __init__(self, store: Store, turn: Turn, interval: float = INTERVAL) -> None:
         self._store = store
         self._turn = turn
         self._interval = interval
-        self._last_write = time.monotonic()
+        self._last_write = float("-inf")  # the first event is journaled at once
         self._dirty = False
 
     async def seen(self, event_id: EventId) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from relay import retry
 from tests.fakes.harness import Harness, close_harness, make_harness
+from tests.fakes.redis_server import RedisServer, start_or_find
 
 
 @pytest.fixture(autouse=True)
@@ -17,6 +18,19 @@ def _fast_retries() -> Iterator[None]:
     retry.set_delay_scale(0.01)
     yield
     retry.set_delay_scale(1.0)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real Redis (started here if none answers on 6379); its test keys are deleted at the end."""
+    server = start_or_find(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        try:
+            server.cleanup()
+        finally:
+            server.stop()
 
 
 @pytest.fixture

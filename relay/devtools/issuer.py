@@ -12,6 +12,7 @@ deadlock against a server on the same loop (§4.2).
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hmac
 import ipaddress
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 BOT_FRAMEWORK_AUDIENCE = "https://api.botframework.com"
 BOT_FRAMEWORK_SCOPE = BOT_FRAMEWORK_AUDIENCE + "/.default"
+_JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
 def _new_rsa() -> rsa.RSAPrivateKey:
@@ -62,8 +64,10 @@ class _SigningKey:
 
 @dataclass(frozen=True)
 class _Client:
-    secret: str
+    secret: str | None  # None: a certificate client, or a managed identity
     tenant: str
+    certificate: x509.Certificate | None = None
+    managed_identity: bool = False
 
 
 class LocalIssuer:
@@ -91,6 +95,9 @@ class LocalIssuer:
         self.metadata_requests = 0
         self.discovery_requests = 0
         self.token_requests = 0
+        self.assertions: list[dict[str, Any]] = []  # verified client-assertion headers
+        self.msi_requests = 0
+        self.identity_header = f"local-{uuid.uuid4().hex}"  # App Service's X-IDENTITY-HEADER
         self._http: _Server | None = None
         self._https: _Server | None = None
         self._threads: list[threading.Thread] = []
@@ -224,6 +231,25 @@ class LocalIssuer:
         claims.update(extra_claims or {})
         return jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid})
 
+    def signing_key_pem(self, kid: str | None = None) -> str:
+        """A published key's private half (PKCS#8 PEM), so another process can sign channel
+        tokens this issuer vouches for (``relay demo`` hands it to ``relay chat``)."""
+        with self._lock:
+            key = self._keys[kid or self.default_kid].key
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return pem.decode()
+
+    def bot_token_public_key_pem(self) -> str:
+        """The public key that verifies outbound bot tokens (see :meth:`verify_bot_token`)."""
+        pem = self._entra_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return pem.decode()
+
     def expired_token(self, aud: str, service_url: str) -> str:
         """Expired well beyond botbuilder's 5-minute clock tolerance."""
         return self.sign(aud, service_url, expires_in=-900)
@@ -255,6 +281,30 @@ class LocalIssuer:
     def register_client(self, app_id: str, secret: str, tenant: str) -> None:
         with self._lock:
             self._clients[app_id.lower()] = _Client(secret, tenant.lower())
+
+    def register_certificate_client(
+        self, app_id: str, certificate: x509.Certificate, tenant: str
+    ) -> None:
+        """A client that authenticates with a JWT client assertion signed by this cert's key."""
+        with self._lock:
+            self._clients[app_id.lower()] = _Client(None, tenant.lower(), certificate=certificate)
+
+    def register_managed_identity(self, client_id: str) -> None:
+        """A user-assigned managed identity, served by :attr:`identity_endpoint`."""
+        with self._lock:
+            self._clients[client_id.lower()] = _Client(None, "", managed_identity=True)
+
+    @property
+    def identity_endpoint(self) -> str:
+        """An App Service-style managed identity endpoint (msal reads ``IDENTITY_ENDPOINT`` and
+        ``IDENTITY_HEADER`` from the environment and then calls it)."""
+        return f"{self.metadata_base_url}/msi/token"
+
+    def managed_identity_env(self) -> dict[str, str]:
+        return {
+            "IDENTITY_ENDPOINT": self.identity_endpoint,
+            "IDENTITY_HEADER": self.identity_header,
+        }
 
     def fail_token_requests(self, n: int, status: int = 500) -> None:
         """Answer the next ``n`` token requests with ``status`` and an AADSTS-style error."""
@@ -305,7 +355,18 @@ class LocalIssuer:
                 f"AADSTS700016: Application with identifier '{app_id}' was not found in the "
                 f"directory '{tenant}'.",
             )
-        if not hmac.compare_digest(client.secret.encode(), form.get("client_secret", "").encode()):
+        if client.managed_identity:
+            return 400, _aad_error(
+                "unauthorized_client",
+                "AADSTS700016: A managed identity cannot use the client credentials grant.",
+            )
+        if "client_assertion" in form or client.certificate is not None:
+            problem = self._check_assertion(client, app_id, tenant, form)
+            if problem is not None:
+                return 401, _aad_error("invalid_client", problem)
+        elif client.secret is None or not hmac.compare_digest(
+            client.secret.encode(), form.get("client_secret", "").encode()
+        ):
             return 401, _aad_error(
                 "invalid_client",
                 "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in "
@@ -314,6 +375,11 @@ class LocalIssuer:
             )
         if form.get("scope") != BOT_FRAMEWORK_SCOPE:
             return 400, _aad_error("invalid_scope", "AADSTS1002012: The provided scope is invalid.")
+        token = self._access_token(app_id, tenant)
+        body = {"token_type": "Bearer", "expires_in": self.token_lifetime, "access_token": token}
+        return 200, body
+
+    def _access_token(self, app_id: str, tenant: str) -> str:
         now = int(time.time())
         claims = {
             "aud": BOT_FRAMEWORK_AUDIENCE,
@@ -324,8 +390,75 @@ class LocalIssuer:
             "nbf": now,
             "exp": now + self.token_lifetime,
         }
-        token = jwt.encode(claims, self._entra_key, algorithm="RS256", headers={"kid": "entra"})
-        body = {"token_type": "Bearer", "expires_in": self.token_lifetime, "access_token": token}
+        return jwt.encode(claims, self._entra_key, algorithm="RS256", headers={"kid": "entra"})
+
+    def _check_assertion(
+        self, client: _Client, app_id: str, tenant: str, form: dict[str, str]
+    ) -> str | None:
+        """Verify a certificate client assertion the way Entra does; None when it is good."""
+        assertion = form.get("client_assertion", "")
+        if client.certificate is None or not assertion:
+            return (
+                "AADSTS7000218: The request body must contain the following parameter: "
+                "'client_assertion' or 'client_secret'."
+            )
+        if form.get("client_assertion_type") != _JWT_BEARER:
+            return "AADSTS50027: Invalid client assertion type."
+        cert = client.certificate
+        try:
+            header = jwt.get_unverified_header(assertion)
+        except jwt.PyJWTError:
+            return "AADSTS50027: JWT token is invalid or malformed."
+        sha1 = _b64url(cert.fingerprint(hashes.SHA1()))  # noqa: S303 - x5t is SHA-1 by spec
+        sha256 = _b64url(cert.fingerprint(hashes.SHA256()))
+        # msal keeps base64 padding on x5t; RFC 7515 omits it: compare without.
+        x5t, x5t256 = (str(header.get(k, "")).rstrip("=") for k in ("x5t", "x5t#S256"))
+        if x5t != sha1 and x5t256 != sha256:
+            return (
+                "AADSTS700027: The certificate with identifier used to sign the client assertion "
+                f"is not registered on application. [Reason - The key was not found., "
+                f"Thumbprint of key used by client: '{header.get('x5t')}']"
+            )
+        try:
+            claims = jwt.decode(
+                assertion,
+                cert.public_key(),  # type: ignore[arg-type]  # RSA certificates only
+                algorithms=["RS256", "PS256"],
+                audience=f"{self.login_url}/{tenant}/oauth2/v2.0/token",
+                options={"require": ["exp", "aud", "iss", "sub"]},
+            )
+        except jwt.PyJWTError as exc:
+            return f"AADSTS700027: Client assertion failed signature validation. ({exc})"
+        if claims["iss"] != claims["sub"] or str(claims["sub"]).lower() != app_id.lower():
+            return "AADSTS700021: Client assertion application identifier doesn't match."
+        with self._lock:
+            self.assertions.append(header)
+        return None
+
+    def _managed_identity_token(
+        self, query: dict[str, str], identity_header: str | None
+    ) -> tuple[int, dict[str, Any]]:
+        """App Service managed identity protocol (api-version 2019-08-01), as msal calls it."""
+        with self._lock:
+            self.msi_requests += 1
+            failure = self._failures.pop(0) if self._failures else None
+            client = self._clients.get(query.get("client_id", "").lower())
+        if failure is not None:
+            return failure, {"statusCode": failure, "message": "temporarily unavailable"}
+        if identity_header != self.identity_header:
+            return 401, {"statusCode": 401, "message": "X-IDENTITY-HEADER is missing or wrong"}
+        if client is None or not client.managed_identity:
+            return 400, {"statusCode": 400, "message": "No managed identity with that client_id"}
+        if query.get("resource") != BOT_FRAMEWORK_AUDIENCE:
+            return 400, {"statusCode": 400, "message": "unsupported resource"}
+        token = self._access_token(query["client_id"], "managed-identity")
+        body = {
+            "access_token": token,
+            "expires_on": str(int(time.time()) + self.token_lifetime),
+            "resource": BOT_FRAMEWORK_AUDIENCE,
+            "token_type": "Bearer",
+            "client_id": query["client_id"],
+        }
         return 200, body
 
     # -- TLS --------------------------------------------------------------------------------------
@@ -399,6 +532,10 @@ def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
     )
 
 
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
 def _aad_error(error: str, description: str) -> dict[str, Any]:
     trace = str(uuid.uuid4())
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
@@ -445,6 +582,13 @@ class _BaseHandler(BaseHTTPRequestHandler):
 class _MetadataHandler(_BaseHandler):
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
+        if path == "/msi/token":
+            query = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
+            status, token = self.issuer._managed_identity_token(
+                query, self.headers.get("X-IDENTITY-HEADER")
+            )
+            self._send_json(status, token)
+            return
         if path == "/v1/.well-known/openidconfiguration":
             body = self.issuer._metadata()
         elif path == "/v1/.well-known/keys":

@@ -198,6 +198,7 @@ class NeoEmulator:
         app.router.add_put("/blobs/{path:.+}", self._put_blob)
         app.router.add_post("/public-api/channels/install-events", self._install)
         app.router.add_post("/public-api/til-requests/{rid}/decision", self._til_decision)
+        app.router.add_get("/public-api/til-requests", self._til_list)
         return app
 
     @web.middleware
@@ -455,6 +456,19 @@ class NeoEmulator:
             "welcome_message": (brand or {}).get("welcome_message"),
         }
         return self._ok(request, data)
+
+    async def _til_list(self, request: web.Request) -> web.StreamResponse:
+        """The decided requests, newest first, one page (``page_size`` 1-200) [TILLIST]."""
+        if (injected := await self._injected(request, "til")) is not None:
+            return injected
+        try:
+            size = int(request.query.get("page_size", "50"))
+        except ValueError:
+            size = 0
+        if not 1 <= size <= 200:
+            return self._error(request, 400, "validation_error", "page_size must be 1-200")
+        items = [{"id": rid, **body} for rid, body in reversed(self.til_decisions.items())]
+        return self._ok(request, items[:size])
 
     async def _til_decision(self, request: web.Request) -> web.StreamResponse:
         if (injected := await self._injected(request, "til")) is not None:

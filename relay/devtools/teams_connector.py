@@ -32,6 +32,7 @@ class Received:
     at: float
     app_id: str | None  # bot app id proven by the Authorization header (None: anonymous)
     status: int = 0
+    streaming: bool = False  # carries a streaminfo entity (a stream request)
 
 
 @dataclass
@@ -66,11 +67,19 @@ class TeamsConnectorEmulator:
     min_stream_interval: float = 1.0
     latency: float = 0.0
     conversation_types: dict[str, str] = field(default_factory=dict)
+    # Inline-image bytes served at {serviceUrl}v3/attachments/{id}/views/original, behind the bot
+    # token like the real thing (teams-platform.md §5); ``attachment_auth`` records who asked.
+    attachments: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    attachment_auth: list[str | None] = field(default_factory=list)
+    # Called with each request once answered (``relay chat`` shows activities as they arrive).
+    on_activity: Callable[[Received], None] | None = None
     received: list[Received] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     _streams: dict[str, _Stream] = field(default_factory=dict)
     _faults: list[_Fault] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
+    _in_flight: dict[str, int] = field(default_factory=dict)  # conversation → stream requests
+    _gate: asyncio.Event = field(default_factory=asyncio.Event)
     _runner: web.AppRunner | None = None
     base_url: str = ""
 
@@ -87,6 +96,25 @@ class TeamsConnectorEmulator:
         match: Callable[[dict[str, Any]], bool] = lambda a: True,
     ) -> None:
         self._faults.append(_Fault(status, code, message, retry_after, match, times))
+
+    def __post_init__(self) -> None:
+        self._gate.set()
+
+    def pause(self) -> None:
+        """Hold every response (requests are still recorded) until :meth:`resume`."""
+        self._gate.clear()
+
+    def resume(self) -> None:
+        """Answer the held requests; a :meth:`pause` right after holds only later ones."""
+        self._gate.set()
+
+    def stream_requests(self, conversation_id: str | None = None) -> list[Received]:
+        """Requests that carried a ``streaminfo`` entity, in arrival order."""
+        return [
+            r
+            for r in self.received
+            if r.streaming and (conversation_id is None or r.conversation_id == conversation_id)
+        ]
 
     def press_stop(self, stream_id: str) -> None:
         self._streams[stream_id].cancelled = True
@@ -125,7 +153,24 @@ class TeamsConnectorEmulator:
         app.router.add_post("/v3/conversations/{cid}/activities", self._post)
         app.router.add_post("/v3/conversations/{cid}/activities/{aid}", self._post)
         app.router.add_put("/v3/conversations/{cid}/activities/{aid}", self._put)
+        app.router.add_get("/v3/attachments/{aid}/views/{view}", self._attachment)
         return app
+
+    def attachment_url(self, attachment_id: str) -> str:
+        return f"{self.base_url}v3/attachments/{attachment_id}/views/original"
+
+    async def _attachment(self, request: web.Request) -> web.Response:
+        header = request.headers.get("Authorization")
+        self.attachment_auth.append(header)
+        if self.verify_token is not None:
+            try:
+                self.verify_token((header or "").removeprefix("Bearer ").strip())
+            except Exception:
+                return _error(401, "Unauthorized", "Authorization has been denied.")
+        found = self.attachments.get(request.match_info["aid"])
+        if found is None:
+            return _error(404, "NotFound", "attachment not found")
+        return web.Response(body=found[0], content_type=found[1])
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         self._runner = web.AppRunner(self.app(), access_log=None)
@@ -164,8 +209,16 @@ class TeamsConnectorEmulator:
             request.method, request.match_info["cid"], activity, time.monotonic(), app_id
         )
         self.received.append(rec)
+        rec.streaming = _stream_info(activity) is not None
+        if rec.streaming:
+            # One request in flight per stream (§1.1 "only after a successful response"); one
+            # stream per chat, so counting per conversation is counting per stream.
+            if self._in_flight.get(rec.conversation_id, 0) > 0:
+                self._violation("a stream request sent while the previous one was in flight")
+            self._in_flight[rec.conversation_id] = self._in_flight.get(rec.conversation_id, 0) + 1
         if self.latency:
             await asyncio.sleep(self.latency)
+        await self._gate.wait()
         for fault in self._faults:
             if fault.times > 0 and fault.match(activity):
                 fault.times -= 1
@@ -181,24 +234,23 @@ class TeamsConnectorEmulator:
             rec.activity["_id"] = request.match_info["aid"]
             early = web.json_response({"id": request.match_info["aid"]}, status=200)
         rec.status = early.status
+        if self.on_activity is not None:
+            self.on_activity(rec)
         return early
 
     async def _post(self, request: web.Request) -> web.Response:
         rec, early = await self._common(request)
         response = early or self._handle(rec)
         rec.status = response.status
+        if rec.streaming:
+            self._in_flight[rec.conversation_id] -= 1
+        if self.on_activity is not None:
+            self.on_activity(rec)
         return response
 
     def _handle(self, rec: Received) -> web.Response:
         activity = rec.activity
-        info = next(
-            (
-                e
-                for e in activity.get("entities") or []
-                if isinstance(e, dict) and e.get("type") == "streaminfo"
-            ),
-            None,
-        )
+        info = _stream_info(activity)
         if info is None:
             new_id = str(next(self._ids))
             if activity.get("type") == "message":
@@ -241,6 +293,7 @@ class TeamsConnectorEmulator:
                     other.conversation_id == rec.conversation_id
                     and not other.finished
                     and not other.cancelled
+                    and now - other.started <= self.stream_cap_seconds  # expired streams end
                 ):
                     self._violation("second concurrent stream in one chat")
             if info.get("streamSequence") != 1:
@@ -332,6 +385,18 @@ class TeamsConnectorEmulator:
                 )
             stream.text = text
         return web.json_response({}, status=202)
+
+
+def _stream_info(activity: dict[str, Any]) -> dict[str, Any] | None:
+    entities = activity.get("entities")
+    return next(
+        (
+            e
+            for e in (entities if isinstance(entities, list) else [])
+            if isinstance(e, dict) and e.get("type") == "streaminfo"
+        ),
+        None,
+    )
 
 
 def _error(

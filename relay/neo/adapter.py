@@ -7,12 +7,14 @@ time limits into the tail's :class:`relay.neo.events.TailLimits`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Literal
 
+from relay.commands import Greeting
 from relay.config import Settings
-from relay.domain import BotId, EventId, ModelTier, SessionId, TenantId
+from relay.domain import BotId, EventId, ModelTier, SessionId, TenantId, UploadedFile
 from relay.neo.chunks import ReplyAssembler
-from relay.neo.client import NeoClient
+from relay.neo.client import NeoAttachment, NeoClient
 from relay.neo.events import TailLimits, tail_turn
 from relay.turns import NewSession, Posted
 
@@ -48,10 +50,20 @@ class NeoAdapter:
         )
 
     async def post_message(
-        self, session_id: SessionId, *, text: str, client_message_id: str, model_tier: ModelTier
+        self,
+        session_id: SessionId,
+        *,
+        text: str,
+        client_message_id: str,
+        model_tier: ModelTier,
+        attachments: Sequence[UploadedFile] = (),
     ) -> Posted:
         p = await self.client.post_message(
-            session_id, message=text, client_message_id=client_message_id, model_tier=model_tier
+            session_id,
+            message=text,
+            client_message_id=client_message_id,
+            model_tier=model_tier,
+            attachments=[NeoAttachment(a.blob_path, a.mime, a.filename) for a in attachments],
         )
         return Posted(
             since_cursor=p.since_cursor,
@@ -59,6 +71,38 @@ class NeoAdapter:
             show_progress=p.show_progress,
             duplicate=p.duplicate,
             request_id=p.request_id,
+        )
+
+    async def upload_file(
+        self, session_id: SessionId, *, data: bytes, mime: str, filename: str | None
+    ) -> UploadedFile:
+        """upload-url, then the SAS PUT (which refuses images over ``max_image_bytes`` first)."""
+        grant = await self.client.upload_url(session_id, content_type=mime, filename=filename)
+        await self.client.put_blob(grant, data)
+        return UploadedFile(blob_path=grant.blob_path, mime=grant.mime, filename=filename)
+
+    async def reset_session(self, session_id: SessionId) -> None:
+        await self.client.reset_session(session_id)
+
+    async def install_event(self, *, bot_id: BotId, tenant_id: TenantId) -> Greeting:
+        b = await self.client.install_event(bot_id=bot_id, end_client_tenant_id=tenant_id)
+        return Greeting(
+            matched=b.matched, welcome_message=b.welcome_message, display_name=b.display_name
+        )
+
+    async def til_decision(
+        self,
+        til_request_id: str,
+        *,
+        action: Literal["approve", "reject"],
+        acting_end_user: str | None,
+        acting_end_user_name: str | None,
+    ) -> None:
+        await self.client.til_decision(
+            til_request_id,
+            action=action,
+            acting_end_user=acting_end_user,
+            acting_end_user_name=acting_end_user_name,
         )
 
     def tail(

@@ -12,10 +12,11 @@ connection, raw frames); resume, dedupe and timeouts live in ``relay.neo.events`
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, NoReturn, Self
@@ -40,6 +41,21 @@ log = logging.getLogger(__name__)
 SERVICE = "neo"
 MANAGED_AGENT_KEY = "NEO_SUPPORT"
 USER_AGENT = "neo-teams-relay/0.1"
+# Every answer in progress holds one connection for its SSE tail, so the tail pool must be as large
+# as the turns one process runs at once: httpx's default (100) capped a relay at ~100 concurrent
+# answers and failed the rest with PoolTimeout. Tails get a pool of their own because httpcore
+# scans every pooled connection on every request (and, with more connections than its keep-alive
+# limit, closes each idle one after use): sharing one pool made each short call pay for all open
+# tails (bench/, README "Benchmarks").
+# Few idle connections kept, because every idle one costs a socket-readability probe (anyio
+# extra-attribute dict + poll) on each request of its pool: a tail lasts seconds, so a fresh
+# connection per tail is cheaper than keeping finished ones (py-spy: ~10 % of the event loop).
+TAIL_POOL_LIMITS = httpx.Limits(max_connections=5000, max_keepalive_connections=8)
+CALL_POOL_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=16)
+# Short calls wait for a slot *in front of* the pool: httpcore matches each queued request against
+# every connection whenever one is added or closed (O(queued x connections)), which a burst of
+# new turns made the largest cost of the event loop (py-spy: ~20 %); a semaphore queue is O(1).
+CALL_CONCURRENCY = 64
 _CHAT = "/public-api/chat/sessions"
 
 
@@ -139,23 +155,31 @@ class NeoClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._api_key = api_key
+        # Observer of every failed request, (status or None for transport, error code): metrics.
+        self.on_error: Callable[[int | None, str | None], None] | None = None
         self._connect_timeout = connect_timeout
         self._request_timeout = request_timeout
-        self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            timeout=httpx.Timeout(
-                connect=connect_timeout,
-                read=request_timeout,
-                write=request_timeout,
-                pool=connect_timeout,
-            ),
-            headers={"User-Agent": USER_AGENT},
-            transport=transport,
-            follow_redirects=False,
+        self._call_slots = asyncio.Semaphore(CALL_CONCURRENCY)
+        self._http, self._tail_http = (
+            httpx.AsyncClient(
+                base_url=base_url.rstrip("/"),
+                timeout=httpx.Timeout(
+                    connect=connect_timeout,
+                    read=request_timeout,
+                    write=request_timeout,
+                    pool=connect_timeout,
+                ),
+                headers={"User-Agent": USER_AGENT},
+                limits=limits,
+                transport=transport,
+                follow_redirects=False,
+            )
+            for limits in (CALL_POOL_LIMITS, TAIL_POOL_LIMITS)
         )
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        await self._tail_http.aclose()
 
     async def __aenter__(self) -> Self:
         return self
@@ -339,6 +363,23 @@ class NeoClient:
         data, _ = await self._call("POST", path, json=body, idempotent=False)
         return data
 
+    async def list_til_requests(self, *, page_size: int = 50) -> list[dict[str, Any]]:
+        """One page of TIL requests (``data: TilRequest[]``) [TILLIST]. ``relay check`` uses
+        ``page_size=1`` as its cheap authenticated, read-only probe of the API key."""
+        what = "GET /public-api/til-requests"
+        path = f"/public-api/til-requests?page_size={max(1, min(page_size, 200))}"
+        response = await self._send("GET", path, json=None, what=what, idempotent=True)
+        if not response.is_success:
+            self._raise_for(response, what, idempotent=True)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list):
+            _bad_response(what, "data is not a list", None, idempotent=True)
+        return [item for item in data if isinstance(item, dict)]
+
     # -- SSE tail --------------------------------------------------------------------------
 
     async def tail(
@@ -376,7 +417,7 @@ class NeoClient:
         previous_id = ""
         try:
             async with aconnect_sse(
-                self._http, "GET", url, params=params, headers=headers, timeout=timeout
+                self._tail_http, "GET", url, params=params, headers=headers, timeout=timeout
             ) as source:
                 response = source.response
                 if not response.is_success:
@@ -415,11 +456,20 @@ class NeoClient:
         self, method: str, path: str, *, json: Any, what: str, idempotent: bool
     ) -> httpx.Response:
         try:
+            # The slot wait counts as the pool wait: same limit, same PoolTimeout as before.
+            async with asyncio.timeout(self._connect_timeout):
+                await self._call_slots.acquire()
+        except TimeoutError:
+            exc = httpx.PoolTimeout("no free Neo call slot")
+            raise self._transport_error(exc, what, idempotent=idempotent) from None
+        try:
             return await self._http.request(
                 method, path, json=json, headers={"Authorization": self._bearer()}
             )
         except httpx.HTTPError as exc:
             raise self._transport_error(exc, what, idempotent=idempotent) from exc
+        finally:
+            self._call_slots.release()
 
     def _unwrap(
         self, response: httpx.Response, what: str, *, idempotent: bool
@@ -443,7 +493,16 @@ class NeoClient:
         status = response.status_code
         code, message, _, request_id = _parse_error(response)
         message = self._scrub(message)
-        log.info("neo %s failed: %s %s (request %s)", what, status, code, request_id)
+        log.info(
+            "neo %s failed: %s %s (request %s)",
+            what,
+            status,
+            code,
+            request_id,
+            extra={"request_id": request_id},
+        )
+        if self.on_error is not None:
+            self.on_error(status, code)
         common: dict[str, Any] = {
             "service": SERVICE,
             "status": status,
@@ -473,6 +532,8 @@ class NeoClient:
         kind = type(exc).__name__
         message = f"{what}: {kind}"
         log.info("neo %s transport failure: %s", what, kind)
+        if self.on_error is not None:
+            self.on_error(None, kind)
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
             # Nothing reached Neo, so even a create may be repeated.
             return RetryableError(message, service=SERVICE, code="connect_failed")

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from relay.errors import ConfigError
 from relay.store.base import Store
+from relay.store.redis import RedisStore
 from relay.store.sqlite import SqliteStore
 
-__all__ = ["SqliteStore", "Store", "open_store"]
+__all__ = ["RedisStore", "SqliteStore", "Store", "open_store"]
 
 _KEY = "RELAY_DATABASE_URL"
 _SQLITE_PREFIX = "sqlite:///"
@@ -23,7 +24,8 @@ def open_store(database_url: str) -> Store:
     - ``sqlite:///relative/path.db`` — relative to the working directory;
     - ``sqlite:////abs/path.db`` — absolute (four slashes: three of the scheme, one of the path);
     - ``sqlite:///:memory:`` — in memory, gone on close (tests, demos);
-    - ``redis://`` / ``rediss://`` — not available yet.
+    - ``redis://[user:password@]host[:port][/db][?prefix=relay:]`` (``rediss://`` for TLS) —
+      shared by several replicas; keys start with ``prefix`` (default ``relay:``).
 
     Anything else raises ``ConfigError`` naming ``RELAY_DATABASE_URL``.
     """
@@ -33,9 +35,9 @@ def open_store(database_url: str) -> Store:
     if not sep:
         raise ConfigError(_KEY, "expected a URL such as sqlite:///var/relay.db")
     if scheme in ("redis", "rediss"):
-        raise ConfigError(_KEY, "redis backend not available yet")
+        return RedisStore.from_url(url)
     if scheme != "sqlite":
-        raise ConfigError(_KEY, f"unsupported scheme {scheme!r} (use sqlite:///path)")
+        raise ConfigError(_KEY, f"unsupported scheme {scheme!r} (use sqlite:///path or redis://)")
     if url[: len(_SQLITE_PREFIX)].lower() != _SQLITE_PREFIX:
         # sqlite://host/path: SQLite has no host, and guessing what was meant loses data.
         raise ConfigError(_KEY, "sqlite URL must be sqlite:///relative or sqlite:////absolute")

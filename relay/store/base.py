@@ -10,9 +10,47 @@ streaming progress of each turn, and one-shot claims such as "greeted this insta
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from relay.domain import BotId, ConversationId, EventId, SessionRecord, Turn, TurnId
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """Proof of holding lease ``key``: the fencing ``token`` ``acquire_lease`` returned.
+
+    A fenced write is accepted only while this token's lease is live (held, not expired); else it
+    is refused with ``relay.errors.LeaseLost`` and nothing is written. That is what keeps a replica
+    that stalled past its lease from overwriting the journal of the replica that took the
+    conversation over (relay.replicas).
+    """
+
+    key: str
+    token: int
+
+
+# The fence of the lease the current task runs under (relay.replicas sets it around a turn), so
+# the pipeline and the sinks fence every conversation write without passing a token around.
+_AMBIENT_FENCE: ContextVar[Fence | None] = ContextVar("relay_store_fence", default=None)
+
+
+def current_fence(explicit: Fence | None = None) -> Fence | None:
+    """The fence a write should carry: ``explicit`` if given, else the ambient one (or None)."""
+    return explicit if explicit is not None else _AMBIENT_FENCE.get()
+
+
+@contextlib.contextmanager
+def fenced(fence: Fence | None) -> Iterator[None]:
+    """Run the block (and the tasks it creates) with ``fence`` as the ambient write fence."""
+    token = _AMBIENT_FENCE.set(fence)
+    try:
+        yield
+    finally:
+        _AMBIENT_FENCE.reset(token)
 
 
 @runtime_checkable
@@ -22,6 +60,10 @@ class Store(Protocol):
     Timestamps (``created_at``, ``updated_at``) are wall-clock seconds set by the store;
     ``add_turn`` and ``save_turn`` also write them back onto the ``Turn`` passed in, so that the
     object in hand equals what ``get_turn`` returns.
+
+    The conversation writes (``save_turn``, ``save_delivery``, ``put_session``,
+    ``delete_session``, ``set_session_cursor``) take an optional ``fence`` (default: the ambient
+    one, see ``fenced``) and raise ``relay.errors.LeaseLost`` without writing when it is stale.
     """
 
     async def open(self) -> None:
@@ -46,7 +88,7 @@ class Store(Protocol):
     async def get_turn(self, turn_id: TurnId) -> Turn | None:
         """The journaled turn, or None if no turn has that id."""
 
-    async def save_turn(self, turn: Turn) -> None:
+    async def save_turn(self, turn: Turn, *, fence: Fence | None = None) -> None:
         """Persist the turn's mutable fields and bump ``updated_at``; durable when it returns.
 
         Mutable fields: state, session_id, since_cursor, chat_turn_id, last_event_id, attempts,
@@ -62,7 +104,14 @@ class Store(Protocol):
     ) -> list[Turn]:
         """Every turn of one conversation, in arrival order."""
 
-    async def save_delivery(self, turn_id: TurnId, data: dict[str, Any]) -> None:
+    async def unfinished_conversation_turns(
+        self, bot_id: BotId, conversation_id: ConversationId, limit: int = 100
+    ) -> list[Turn]:
+        """The conversation's turns not in a final state, in arrival order (what runs next)."""
+
+    async def save_delivery(
+        self, turn_id: TurnId, data: dict[str, Any], *, fence: Fence | None = None
+    ) -> None:
         """Replace the turn's delivery progress (Teams stream id, sequence, characters shown, ...).
 
         ``data`` must be JSON-serialisable. Leaves the turn's ``updated_at`` alone. Raises
@@ -79,18 +128,25 @@ class Store(Protocol):
     ) -> SessionRecord | None:
         """The Neo session mapped to this conversation, if any."""
 
-    async def put_session(self, rec: SessionRecord) -> None:
+    async def put_session(self, rec: SessionRecord, *, fence: Fence | None = None) -> None:
         """Insert or replace the conversation's session mapping.
 
         ``created_at`` survives an upsert that keeps the same ``session_id``; a new session id
         takes the record's ``created_at`` (or now, if it is 0).
         """
 
-    async def delete_session(self, bot_id: BotId, conversation_id: ConversationId) -> None:
+    async def delete_session(
+        self, bot_id: BotId, conversation_id: ConversationId, *, fence: Fence | None = None
+    ) -> None:
         """Forget the conversation's session (e.g. /reset). No error if there is none."""
 
     async def set_session_cursor(
-        self, bot_id: BotId, conversation_id: ConversationId, last_event_id: EventId
+        self,
+        bot_id: BotId,
+        conversation_id: ConversationId,
+        last_event_id: EventId,
+        *,
+        fence: Fence | None = None,
     ) -> None:
         """Record the last SSE event seen in the session.
 
@@ -101,3 +157,18 @@ class Store(Protocol):
 
     async def claim_once(self, key: str, ttl_seconds: float) -> bool:
         """True for the first caller of ``key`` until ``ttl_seconds`` pass; then claimable again."""
+
+    # -- leases (one conversation, one replica at a time: relay.replicas) ---------------------
+
+    async def acquire_lease(self, key: str, owner: str, ttl_seconds: float) -> int | None:
+        """Take lease ``key`` for ``ttl_seconds`` if nobody holds it; its fencing token, or None.
+
+        Not re-entrant: a live lease is refused to its own owner too. Tokens strictly increase
+        with every acquisition (of any key, by any replica) for the store's lifetime.
+        """
+
+    async def renew_lease(self, key: str, owner: str, token: int, ttl_seconds: float) -> bool:
+        """Extend the lease to ``ttl_seconds`` from now if (owner, token) still holds it."""
+
+    async def release_lease(self, key: str, owner: str, token: int) -> None:
+        """Give the lease up at once if (owner, token) still holds it; else do nothing."""

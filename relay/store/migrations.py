@@ -62,6 +62,14 @@ MIGRATIONS: Final[list[tuple[int, str]]] = [
         );
         """,
     ),
+    (
+        2,
+        """
+        -- relay.commands: /reset, /help and install greetings are journaled turns too, so they
+        -- run in conversation order; NULL for ordinary messages.
+        ALTER TABLE turns ADD COLUMN command TEXT;
+        """,
+    ),
 ]
 
 

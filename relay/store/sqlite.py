@@ -34,6 +34,8 @@ from relay.domain import (
     TurnState,
     User,
 )
+from relay.store.base import Fence
+from relay.store.leases import LocalLeases
 from relay.store.migrations import MIGRATIONS, split_statements
 
 MEMORY = ":memory:"
@@ -46,7 +48,7 @@ _UNFINISHED = tuple(s.value for s in TurnState if not s.is_final)
 _TURN_COLUMNS = (
     "turn_id, bot_id, conversation_id, activity_id, ref_json, user_json, text, model_tier,"
     " files_json, state, session_id, since_cursor, chat_turn_id, last_event_id, attempts, error,"
-    " created_at, updated_at"
+    " command, created_at, updated_at"
 )
 # The SQL is assembled once from the constants above (no input reaches it; values are always bound
 # parameters), hence the S608 waivers.
@@ -72,6 +74,10 @@ if [v for v, _ in MIGRATIONS] != sorted({v for v, _ in MIGRATIONS}):
 class SqliteStore:
     """The ``Store`` protocol on SQLite (WAL). ``path`` is a file path or ``":memory:"``."""
 
+    # One relay process per file: no other replica can run its conversations (relay/app.py then
+    # runs turns without conversation leases; the worker alone keeps their order).
+    single_process = True
+
     def __init__(
         self,
         path: str | Path,
@@ -84,6 +90,8 @@ class SqliteStore:
         # Wall clock, not monotonic: timestamps and claim expiries outlive the process.
         self._clock = clock
         self._db: aiosqlite.Connection | None = None
+        # In memory: the file has one process, so nobody else needs to see its leases.
+        self._leases = LocalLeases()
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
@@ -155,7 +163,8 @@ class SqliteStore:
             row = await cur.fetchone()
         return _row_to_turn(row) if row is not None else None
 
-    async def save_turn(self, turn: Turn) -> None:
+    async def save_turn(self, turn: Turn, *, fence: Fence | None = None) -> None:
+        self._leases.check(fence)
         now = self._clock()
         sql = (
             "UPDATE turns SET state = ?, session_id = ?, since_cursor = ?, chat_turn_id = ?,"
@@ -190,7 +199,22 @@ class SqliteStore:
             rows = await cur.fetchall()
         return [_row_to_turn(r) for r in rows]
 
-    async def save_delivery(self, turn_id: TurnId, data: dict[str, Any]) -> None:
+    async def unfinished_conversation_turns(
+        self, bot_id: BotId, conversation_id: ConversationId, limit: int = 100
+    ) -> list[Turn]:
+        sql = (
+            f"{_SELECT_TURNS} WHERE bot_id = ? AND conversation_id = ?"
+            f" AND state IN ({', '.join('?' * len(_UNFINISHED))}) ORDER BY seq LIMIT ?"
+        )
+        params = (bot_id, conversation_id, *_UNFINISHED, limit)
+        async with self._conn.execute(sql, params) as cur:
+            rows = await cur.fetchall()
+        return [_row_to_turn(r) for r in rows]
+
+    async def save_delivery(
+        self, turn_id: TurnId, data: dict[str, Any], *, fence: Fence | None = None
+    ) -> None:
+        self._leases.check(fence)
         # updated_at is left alone: it belongs to the Turn fields, and bumping it here would make
         # the caller's Turn object stale (unequal to get_turn) after every streamed update.
         sql = "UPDATE turns SET delivery_json = ? WHERE turn_id = ?"
@@ -231,7 +255,8 @@ class SqliteStore:
             updated_at=row["updated_at"],
         )
 
-    async def put_session(self, rec: SessionRecord) -> None:
+    async def put_session(self, rec: SessionRecord, *, fence: Fence | None = None) -> None:
+        self._leases.check(fence)
         now = self._clock()
         sql = (
             "INSERT INTO sessions (bot_id, conversation_id, session_id, last_event_id,"
@@ -255,14 +280,23 @@ class SqliteStore:
             pass
         rec.updated_at = now
 
-    async def delete_session(self, bot_id: BotId, conversation_id: ConversationId) -> None:
+    async def delete_session(
+        self, bot_id: BotId, conversation_id: ConversationId, *, fence: Fence | None = None
+    ) -> None:
+        self._leases.check(fence)
         sql = "DELETE FROM sessions WHERE bot_id = ? AND conversation_id = ?"
         async with self._conn.execute(sql, (bot_id, conversation_id)):
             pass
 
     async def set_session_cursor(
-        self, bot_id: BotId, conversation_id: ConversationId, last_event_id: EventId
+        self,
+        bot_id: BotId,
+        conversation_id: ConversationId,
+        last_event_id: EventId,
+        *,
+        fence: Fence | None = None,
     ) -> None:
+        self._leases.check(fence)
         sql = (
             "UPDATE sessions SET last_event_id = ?, updated_at = ?"
             " WHERE bot_id = ? AND conversation_id = ?"
@@ -284,6 +318,17 @@ class SqliteStore:
         )
         async with self._conn.execute(sql, (key, now + ttl_seconds, now)) as cur:
             return cur.rowcount == 1
+
+    # -- leases: in memory, see relay.store.leases ----------------------------------------------
+
+    async def acquire_lease(self, key: str, owner: str, ttl_seconds: float) -> int | None:
+        return self._leases.acquire(key, owner, ttl_seconds)
+
+    async def renew_lease(self, key: str, owner: str, token: int, ttl_seconds: float) -> bool:
+        return self._leases.renew(key, owner, token, ttl_seconds)
+
+    async def release_lease(self, key: str, owner: str, token: int) -> None:
+        self._leases.release(key, owner, token)
 
 
 # -- schema --------------------------------------------------------------------------------------
@@ -335,6 +380,7 @@ def _turn_params(turn: Turn) -> tuple[Any, ...]:
         turn.last_event_id,
         turn.attempts,
         turn.error,
+        turn.command,
     )
 
 
@@ -355,6 +401,7 @@ def _row_to_turn(row: sqlite3.Row) -> Turn:
         last_event_id=_opt(EventId, row["last_event_id"]),
         attempts=int(row["attempts"]),
         error=row["error"],
+        command=row["command"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )

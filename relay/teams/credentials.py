@@ -28,7 +28,9 @@ from botframework.connector.auth import (
 
 from relay.config import BOT_FRAMEWORK_SCOPE, PUBLIC_LOGIN_URL, AppType, BotConfig, Settings
 from relay.domain import BotId
-from relay.errors import CredentialError
+from relay.errors import CredentialError, RetryableError
+from relay.registry import BotRegistry
+from relay.retry import TOKEN, retry_call
 
 log = logging.getLogger(__name__)
 
@@ -74,22 +76,26 @@ class TokenProvider:
         settings: Settings,
         bots: Iterable[BotConfig] | None = None,
         *,
+        registry: BotRegistry | None = None,
         verify: str | bool = True,
         timeout: float = 10.0,
     ) -> None:
         self._login_url = settings.login_url.rstrip("/")
         self._verify = verify
         self._timeout = timeout
-        self._slots = {
-            b.app_id.lower(): _Slot(b) for b in (settings.bots if bots is None else bots)
-        }
+        # The live registry (relay/registry.py): a reload that adds, removes or re-keys a bot
+        # is seen on the next lookup; a slot whose BotConfig changed is rebuilt (new msal client,
+        # empty cache), so a rotated secret is used for the very next token.
+        self.registry = registry or BotRegistry(settings.bots if bots is None else bots)
+        self._slots: dict[str, _Slot] = {}
 
     def has_bot(self, bot_id: str) -> bool:
-        return bot_id.lower() in self._slots
+        """Registered right now (inbound tokens for it are acceptable)."""
+        return bot_id in self.registry
 
     def bot(self, bot_id: str) -> BotConfig | None:
-        slot = self._slots.get(bot_id.lower())
-        return slot.bot if slot else None
+        """The bot's config for outbound calls (a just-removed bot still, for its grace)."""
+        return self.registry.get_for_outbound(bot_id)
 
     async def token(self, bot_id: BotId) -> str:
         """A valid token, from cache unless within :data:`REFRESH_MARGIN` of expiry.
@@ -107,9 +113,13 @@ class TokenProvider:
                 return slot.token
             started = time.monotonic()
             try:
-                result = await asyncio.to_thread(self._acquire_blocking, slot)
-            except Exception as exc:  # msal / requests / ssl: all become CredentialError
-                raise self._error(slot.bot, type(exc).__name__, str(exc)) from None
+                # An exception (Entra 5xx, network) is transient, unlike an AADSTS answer below:
+                # bounded retries with the TOKEN policy (relay.retry, peers-and-pitfalls.md §5).
+                result = await retry_call(
+                    lambda: self._acquire_once(slot), TOKEN, what=f"token of bot {bot_id}"
+                )
+            except RetryableError as exc:
+                raise CredentialError(exc.message, service="teams", code=exc.code) from None
             if "access_token" not in result:
                 raise self._error(
                     slot.bot, str(result.get("error")), str(result.get("error_description"))
@@ -130,7 +140,7 @@ class TokenProvider:
     def cached_token(self, bot_id: str) -> str | None:
         """The cached token if it is still usable (never does I/O)."""
         slot = self._slots.get(bot_id.lower())
-        if slot is None or slot.token is None:
+        if slot is None or slot.token is None or slot.bot != self.bot(bot_id):
             return None
         if time.monotonic() >= slot.expires_at - EXPIRY_SAFETY:
             return None
@@ -150,14 +160,28 @@ class TokenProvider:
                 slot.session.close()
 
     def _slot(self, bot_id: str) -> _Slot:
-        slot = self._slots.get(bot_id.lower())
-        if slot is None:
+        bot = self.bot(bot_id)
+        if bot is None:
+            self._slots.pop(bot_id.lower(), None)  # removed and past its grace: forget it
             raise CredentialError(
                 f"bot {bot_id} is not registered", service="teams", code="unknown_bot"
             )
+        key = bot_id.lower()
+        slot = self._slots.get(key)
+        if slot is None or slot.bot != bot:
+            # New or changed (rotated secret / certificate, other tenant): start afresh. An
+            # acquisition still running on the old slot finishes there, harmlessly.
+            slot = self._slots[key] = _Slot(bot)
         return slot
 
     # -- worker-thread side ---------------------------------------------------------------------
+
+    async def _acquire_once(self, slot: _Slot) -> dict[str, Any]:
+        try:
+            return await asyncio.to_thread(self._acquire_blocking, slot)
+        except Exception as exc:  # msal / requests / ssl
+            err = self._error(slot.bot, type(exc).__name__, str(exc))  # secret scrubbed
+            raise RetryableError(err.message, service="teams", code=err.code) from None
 
     def _acquire_blocking(self, slot: _Slot) -> dict[str, Any]:
         if slot.client is None:
@@ -183,8 +207,15 @@ class TokenProvider:
                 http_client=slot.session,
                 token_cache=slot.cache,
             )
-        if bot.secret is None:
-            raise ValueError("no client secret configured")
+        credential: Any
+        if bot.certificate is not None:
+            # A signed client assertion (RS256, x5t = SHA-1 thumbprint; x5c when the public
+            # certificate is given, for subject-name/issuer auth) instead of a secret (§4.4).
+            credential = bot.certificate.msal_credential()
+        elif bot.secret is not None:
+            credential = bot.secret.get_secret_value()
+        else:
+            raise ValueError("no client secret or certificate configured")
         kwargs: dict[str, Any] = {}
         if self._login_url != PUBLIC_LOGIN_URL:
             # Otherwise msal asks login.microsoftonline.com whether this host is a valid
@@ -193,7 +224,7 @@ class TokenProvider:
         # Construction performs OIDC discovery over the network: we are in a worker thread.
         return msal.ConfidentialClientApplication(
             client_id=bot.app_id,
-            client_credential=bot.secret.get_secret_value(),
+            client_credential=credential,
             authority=f"{self._login_url}/{bot.authority_tenant}",
             http_client=slot.session,
             token_cache=slot.cache,
@@ -228,6 +259,7 @@ class BotCredentials(AppCredentials):  # type: ignore[misc]  # botbuilder is unt
             app_id=bot.app_id, channel_auth_tenant=bot.authority_tenant, oauth_scope=oauth_scope
         )
         self.bot_id = bot.app_id
+        self.bot_config = bot
         self._tokens = tokens
 
     def get_access_token(self, force_refresh: bool = False) -> str:
@@ -247,17 +279,17 @@ class MultiBotCredentialsFactory(_ServiceClientCredentialsFactory):  # type: ign
     """One botbuilder credentials factory for every registered bot (§4.3 option A)."""
 
     def __init__(self, settings: Settings, tokens: TokenProvider | None = None) -> None:
-        self._app_ids = {b.app_id.lower() for b in settings.bots}
-        self.anonymous = not self._app_ids and settings.allow_anonymous
         # Pass the TokenProvider the rest of the relay uses: BotCredentials read its cache, so a
         # private one here would never have been ensure()d. Building one does no I/O.
         self.tokens = tokens if tokens is not None else TokenProvider(settings)
+        # Which app ids are valid is asked of the live registry on every request.
+        self.anonymous = not self.tokens.registry.bots and settings.allow_anonymous
         self._cache: dict[str, BotCredentials] = {}
         # MicrosoftAppCredentials.empty() sends no Authorization header at all (§4.1 anonymous).
         self._empty = MicrosoftAppCredentials.empty()
 
     async def is_valid_app_id(self, app_id: str) -> bool:
-        return isinstance(app_id, str) and app_id.lower() in self._app_ids
+        return isinstance(app_id, str) and self.tokens.has_bot(app_id)
 
     async def is_authentication_disabled(self) -> bool:
         return self.anonymous
@@ -275,12 +307,13 @@ class MultiBotCredentialsFactory(_ServiceClientCredentialsFactory):  # type: ign
                 f"unsupported token scope {scope!r}", service="teams", code="bad_scope"
             )
         key = (app_id or "").lower()
+        bot = self.tokens.bot(key)
+        if bot is None:
+            self._cache.pop(key, None)
+            raise CredentialError(
+                f"bot {app_id} is not registered", service="teams", code="unknown_bot"
+            )
         creds = self._cache.get(key)
-        if creds is None:
-            bot = self.tokens.bot(key) if key in self._app_ids else None
-            if bot is None:
-                raise CredentialError(
-                    f"bot {app_id} is not registered", service="teams", code="unknown_bot"
-                )
+        if creds is None or creds.bot_config != bot:  # new, or changed by a registry reload
             creds = self._cache[key] = BotCredentials(bot, self.tokens, BOT_FRAMEWORK_SCOPE)
         return creds

@@ -125,6 +125,8 @@ def clean_text(activity: Activity) -> tuple[str, bool]:
 def inbound_files(activity: Activity) -> list[InboundFile]:
     files: list[InboundFile] = []
     for att in activity.attachments or []:
+        if att is None:  # "attachments": [null] deserialises to None (found by fuzzing)
+            continue
         ctype = att.content_type if isinstance(att.content_type, str) else ""
         if ctype == FILE_DOWNLOAD_INFO and isinstance(att.content, dict):
             url = att.content.get("downloadUrl")

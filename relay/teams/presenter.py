@@ -1,52 +1,87 @@
-"""Puts a turn's answer into Teams: typing while the agent works, then the final message(s).
+"""Chooses how a turn's answer appears in Teams, and the non-streamed presentation itself.
 
-This is the non-streamed presentation (group chats and channels always; 1:1 chats when streaming
-is unavailable). The typing indicator is refreshed every few seconds because Teams clears it after
-about three (reference teams-platform.md §1.5 step 7). Final messages are *creates*, which the Bot
-Connector cannot de-duplicate: each piece is journaled as sent right after Teams accepts it, a
-restarted relay skips pieces already sent, and an ambiguous failure is never blindly re-sent
-(relay.retry).
+Teams streams bot messages only in 1:1 chats (reference teams-platform.md §0.1, §1.1): personal
+conversations get :class:`relay.teams.stream.TeamsStream`; group chats and channels get
+:class:`FinalMessageSink` — a typing indicator refreshed while the agent works, then one rendered
+message (split if too large) carrying the AI label, citations and feedback buttons (§6.4) — or,
+with ``RELAY_GROUP_EDIT_IN_PLACE``, :class:`relay.teams.edit_in_place.EditInPlaceSink`. The stream
+falls back to the typing + final message behaviour when Teams refuses streaming. Final messages
+are *creates* which the Bot Connector cannot de-duplicate: each piece is journaled as sent right
+after Teams accepts it and an ambiguous failure is never blindly re-sent
+(``relay.teams.delivery``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
-from botbuilder.schema import Activity
-
-from relay.domain import Reply, Turn
-from relay.errors import AmbiguousError, UpstreamError
-from relay.retry import TEAMS, retry_call
+from relay.config import Settings
+from relay.domain import ConversationType, Reply, Turn
 from relay.store.base import Store
-from relay.teams.activities import OpenEntity, message_activity, typing_activity
-from relay.teams.connector import BotConnector, SendResult
-from relay.teams.render import MessagePayload, final_message_payload
+from relay.teams.connector import BotConnector
+from relay.teams.delivery import TYPING_REFRESH_SECONDS, TypingKeeper, send_pieces
+from relay.teams.edit_in_place import EditInPlaceSink
+from relay.teams.render import MESSAGE_LIMIT_BYTES, MessagePayload, final_message_payload
+from relay.teams.stream import StreamTiming, TeamsStream
+from relay.turns import ReplySink
 
-log = logging.getLogger(__name__)
 
-TYPING_REFRESH_SECONDS = 3.0
+@dataclass(frozen=True, slots=True)
+class SinkOptions:
+    """Presentation knobs shared by every turn (from :class:`relay.config.Settings`)."""
+
+    stream: StreamTiming = field(default_factory=StreamTiming)
+    typing_refresh: float = TYPING_REFRESH_SECONDS
+    message_limit_bytes: int = MESSAGE_LIMIT_BYTES
+    group_edit_in_place: bool = False  # RELAY_GROUP_EDIT_IN_PLACE (relay.teams.edit_in_place)
+
+    @property
+    def edit_interval(self) -> float:
+        """Between edits of a group message: 2 s at the default 1.5 s stream interval (§1.5)."""
+        return self.stream.interval * 4 / 3
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SinkOptions:
+        return cls(
+            stream=StreamTiming(
+                interval=settings.stream_interval,
+                max_seconds=settings.stream_max_seconds,
+                typing_refresh=TYPING_REFRESH_SECONDS,
+                message_limit_bytes=settings.message_limit_bytes,
+            ),
+            message_limit_bytes=settings.message_limit_bytes,
+            group_edit_in_place=settings.group_edit_in_place,
+        )
 
 
 class TeamsSinks:
     """The :class:`relay.turns.SinkFactory` for Teams conversations."""
 
     def __init__(
-        self,
-        connector: BotConnector,
-        store: Store,
-        *,
-        typing_refresh: float = TYPING_REFRESH_SECONDS,
+        self, connector: BotConnector, store: Store, options: SinkOptions | None = None
     ) -> None:
         self._connector = connector
         self._store = store
-        self._typing_refresh = typing_refresh
+        self._options = options or SinkOptions()
 
-    def open(self, turn: Turn) -> FinalMessageSink:
+    def open(self, turn: Turn) -> ReplySink:
+        if turn.ref.conversation_type is ConversationType.PERSONAL:
+            return TeamsStream(turn, self._connector, self._store, self._options.stream)
+        if self._options.group_edit_in_place:
+            return EditInPlaceSink(
+                turn,
+                self._connector,
+                self._store,
+                interval=self._options.edit_interval,
+                typing_refresh=self._options.typing_refresh,
+                message_limit_bytes=self._options.message_limit_bytes,
+            )
         return FinalMessageSink(
-            turn, self._connector, self._store, typing_refresh=self._typing_refresh
+            turn,
+            self._connector,
+            self._store,
+            typing_refresh=self._options.typing_refresh,
+            message_limit_bytes=self._options.message_limit_bytes,
         )
 
 
@@ -54,74 +89,47 @@ class FinalMessageSink:
     """Typing indicator while the agent works, then one rendered message (split if too large)."""
 
     def __init__(
-        self, turn: Turn, connector: BotConnector, store: Store, *, typing_refresh: float
+        self,
+        turn: Turn,
+        connector: BotConnector,
+        store: Store,
+        *,
+        typing_refresh: float = TYPING_REFRESH_SECONDS,
+        message_limit_bytes: int = MESSAGE_LIMIT_BYTES,
     ) -> None:
         self._turn = turn
         self._connector = connector
         self._store = store
-        self._typing_refresh = typing_refresh
-        self._typing_task: asyncio.Task[None] | None = None
+        self._limit = message_limit_bytes
+        self._typing = TypingKeeper(turn, connector, typing_refresh)
 
     async def start(self, *, show_progress: bool) -> None:
-        self._typing_task = asyncio.create_task(self._keep_typing())
-
-    async def _keep_typing(self) -> None:
-        # Typing is best effort: a failure here must never fail the turn.
-        while True:
-            with contextlib.suppress(UpstreamError):
-                await self._connector.send(
-                    self._turn.ref, typing_activity(self._turn.ref), idempotent=True
-                )
-            await asyncio.sleep(self._typing_refresh)
+        self._typing.start()
 
     async def update(self, reply: Reply) -> None:
         return None
 
     async def finish(self, reply: Reply) -> None:
-        await self._stop_typing()
-        await self.send_payloads(final_message_payload(reply))
+        await self._typing.stop()
+        await self.send_payloads(final_message_payload(reply, limit_bytes=self._limit))
 
     async def fail(self, message: str) -> None:
-        await self._stop_typing()
-        await self.send_payloads(
-            [MessagePayload(text=message, entities=[], attachments=[], channel_data={})]
+        await self._typing.stop()
+        delivery = await self._store.get_delivery(self._turn.turn_id)
+        await send_pieces(
+            self._turn,
+            self._connector,
+            self._store,
+            [MessagePayload(text=message)],
+            delivery,
+            key="notices_sent",
         )
 
-    async def close(self) -> None:
-        await self._stop_typing()
-
-    async def _stop_typing(self) -> None:
-        if self._typing_task is not None:
-            self._typing_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._typing_task
-            self._typing_task = None
-
-    def _sender(self, activity: Activity) -> Callable[[], Awaitable[SendResult]]:
-        return lambda: self._connector.send(self._turn.ref, activity)
+    async def close(self, *, interrupted: bool = False) -> None:
+        await self._typing.stop()
 
     async def send_payloads(self, payloads: list[MessagePayload]) -> None:
         """Send each piece once, journaling progress so a restart never repeats a piece."""
         delivery = await self._store.get_delivery(self._turn.turn_id)
-        sent = int(delivery.get("pieces_sent", 0))
-        for index, payload in enumerate(payloads):
-            if index < sent:
-                continue
-            activity = message_activity(
-                self._turn.ref,
-                payload.text,
-                entities=[OpenEntity(e) for e in payload.entities],
-                attachments=payload.attachments,
-                channel_data=payload.channel_data,
-            )
-            try:
-                await retry_call(self._sender(activity), TEAMS, what="teams send")
-            except AmbiguousError:
-                # Teams may have shown it; repeating could show it twice. Count it as sent.
-                log.warning(
-                    "message piece %d of turn %s may not have been delivered",
-                    index,
-                    self._turn.turn_id,
-                )
-            delivery["pieces_sent"] = index + 1
-            await self._store.save_delivery(self._turn.turn_id, delivery)
+        delivery.setdefault("mode", "messages")
+        await send_pieces(self._turn, self._connector, self._store, payloads, delivery)

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
 from relay.domain import FilePart, Reply
+from relay.teams.cards import approval_card
 from relay.teams.citations import (
     MAX_CITATIONS,
     ai_message_entity,
@@ -352,4 +353,6 @@ def final_message_payload(
         payloads.append(MessagePayload("", [ai_message_entity([])], [attachment]))
     if attachments:
         payloads.append(MessagePayload("", [ai_message_entity([])], attachments))
+    # Approval cards last, one message each: the card's own message id is what a click updates.
+    payloads += [MessagePayload("", [], [approval_card(a)]) for a in reply.approvals]
     return payloads

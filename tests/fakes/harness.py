@@ -55,6 +55,8 @@ BOT_B = TestBot(
 )
 
 _ids = itertools.count(1)
+STREAM_INTERVAL = 0.2  # the relay's RELAY_STREAM_INTERVAL in tests
+STREAM_MIN_INTERVAL = 0.15  # what the Teams emulator enforces between requests of a stream
 
 
 def write_bots_file(path: Path, bots: list[TestBot]) -> dict[str, str]:
@@ -88,6 +90,11 @@ class Harness:
     _runner: web.AppRunner | None = None
     http: aiohttp.ClientSession | None = None
     bots: list[TestBot] = field(default_factory=list)
+
+    @property
+    def app(self) -> web.Application:
+        assert self._runner is not None
+        return self._runner.app
 
     @property
     def components(self) -> Components:
@@ -207,7 +214,11 @@ async def make_harness(
         issuer.register_client(bot.app_id, bot.secret, bot.tenant_id)
     neo = NeoEmulator(NEO_KEY)
     neo_url = await neo.start()
-    teams = TeamsConnectorEmulator(verify_token=issuer.verify_bot_token)
+    # Streams paced at 0.2 s against an emulator that insists on 0.15 s keep tests fast while
+    # still proving the pacing (production: RELAY_STREAM_INTERVAL 1.5 s vs Teams' 1 req/s).
+    teams = TeamsConnectorEmulator(
+        verify_token=issuer.verify_bot_token, min_stream_interval=STREAM_MIN_INTERVAL
+    )
     await teams.start()
     env = write_bots_file(tmp / "bots.toml", bots)
     env.update(
@@ -217,12 +228,17 @@ async def make_harness(
             "RELAY_BOTS_FILE": str(tmp / "bots.toml"),
             "RELAY_DATABASE_URL": f"sqlite:///{tmp / 'relay.db'}",
             "RELAY_SERVICE_URL_ALLOWLIST": "http://127.0.0.1",
+            "RELAY_FILE_DOWNLOAD_ALLOWLIST": "http://127.0.0.1",  # tests/fakes/files.py serves
             "RELAY_OPENID_METADATA_URL": issuer.openid_metadata_url,
             "RELAY_TOKEN_ISSUER": issuer.issuer,
             "RELAY_LOGIN_URL": issuer.login_url,
             "RELAY_LOGIN_CA_FILE": issuer.ca_file,
         }
     )
+    settings_overrides.setdefault("stream_interval", STREAM_INTERVAL)
+    # The registry's secrets live in `env`, not os.environ, so the reloader (which reads
+    # os.environ) must not poll here; tests/test_registry.py turns it on with secret_file bots.
+    settings_overrides.setdefault("bots_reload_interval", 0)
     settings = load_settings(env, **settings_overrides)
     h = Harness(tmp=tmp, issuer=issuer, neo=neo, teams=teams, settings=settings, bots=bots)
     await h.start_relay()

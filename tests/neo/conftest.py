@@ -10,21 +10,19 @@ from pydantic import SecretStr
 
 from relay.devtools.neo_emulator import NeoEmulator
 from relay.neo.client import NeoClient
+from tests.paths import shared
 
 API_KEY = "neo_sk_test_Sup3rS3cretValue0123456789"
 
 
 def fixtures_dir() -> Path:
     """``../shared/fixtures/aisdk-v6`` next to the repository (real ``ai@6.0.326`` streams)."""
-    return Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "aisdk-v6"
+    return shared("fixtures", "aisdk-v6")
 
 
 @pytest.fixture
 def aisdk_fixtures() -> Path:
-    path = fixtures_dir()
-    if not path.is_dir():
-        pytest.skip(f"AI SDK fixtures not found at {path}")
-    return path
+    return fixtures_dir()
 
 
 @pytest.fixture

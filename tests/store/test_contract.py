@@ -2,8 +2,9 @@
 
 The pipeline, the worker and recovery are written against ``relay.store.base.Store`` only, so a
 backend is correct exactly when it passes this suite. To add a backend, add one entry to
-``BACKENDS``: a factory that, given pytest's ``tmp_path``, returns a callable building a fresh,
-unopened store on the *same* underlying data each time (the reopen test relies on that).
+``BACKENDS``: a factory that, given pytest's request and ``tmp_path``, returns a callable building a
+fresh, unopened store on the *same* underlying data each time (the reopen test relies on that).
+The Redis backend runs against a real server (``tests/fakes/redis_server.py``), never skipped.
 """
 
 from __future__ import annotations
@@ -33,21 +34,29 @@ from relay.domain import (
     User,
     make_turn_id,
 )
-from relay.errors import ConfigError
-from relay.store import SqliteStore, Store, open_store
+from relay.errors import ConfigError, LeaseLost
+from relay.store import RedisStore, SqliteStore, Store, open_store
+from relay.store.base import Fence, fenced
+from tests.fakes.redis_server import RedisServer
 
 StoreFactory = Callable[[], Store]
 
 
-def _sqlite_file(tmp_path: Path) -> StoreFactory:
+def _sqlite_file(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     # A nested, not-yet-existing directory also checks that the store creates it.
     path = tmp_path / "state" / "relay.db"
     return lambda: SqliteStore(path)
 
 
-BACKENDS: dict[str, Callable[[Path], StoreFactory]] = {
+def _redis_db(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    server: RedisServer = request.getfixturevalue("redis_server")
+    prefix = server.new_prefix()  # this test's own keys; the session deletes them at the end
+    return lambda: RedisStore(server.url(), prefix=prefix)
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], StoreFactory]] = {
     "sqlite": _sqlite_file,
-    # "redis": _redis_db,  <- one line per new backend
+    "redis": _redis_db,
 }
 
 BOT_A = BotId("00000000-0000-0000-0000-00000000000a")
@@ -58,7 +67,7 @@ CONV_2 = ConversationId("19:channel@thread.tacv2;messageid=17")
 
 @pytest.fixture(params=sorted(BACKENDS))
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
-    factory: StoreFactory = BACKENDS[request.param](tmp_path)
+    factory: StoreFactory = BACKENDS[request.param](request, tmp_path)
     return factory
 
 
@@ -137,6 +146,7 @@ def full_turn() -> Turn:
         last_event_id=EventId("1714000000123-4"),
         attempts=3,
         error="neo 503: busy (request_id req-1)",
+        command="reset",
         created_at=1714000000.25,
     )
 
@@ -458,6 +468,151 @@ async def test_state_survives_close_and_reopen(make_store: StoreFactory) -> None
         await second.close()
 
 
+# -- leases and fencing (relay.replicas) --------------------------------------------------------
+
+
+async def test_lease_is_exclusive_renewable_and_released_by_its_holder_only(store: Store) -> None:
+    first = await store.acquire_lease("conv-1", "replica-a", 30)
+    assert isinstance(first, int)
+    assert await store.acquire_lease("conv-1", "replica-b", 30) is None
+    assert await store.acquire_lease("conv-1", "replica-a", 30) is None  # not re-entrant
+    other = await store.acquire_lease("conv-2", "replica-b", 30)
+    assert other is not None
+
+    assert await store.renew_lease("conv-1", "replica-a", first, 30) is True
+    assert await store.renew_lease("conv-1", "replica-b", first, 30) is False
+    assert await store.renew_lease("conv-1", "replica-a", first + 1000, 30) is False
+
+    await store.release_lease("conv-1", "replica-b", first)  # not the holder: no effect
+    assert await store.acquire_lease("conv-1", "replica-b", 30) is None
+    await store.release_lease("conv-1", "replica-a", first)
+    second = await store.acquire_lease("conv-1", "replica-b", 30)
+    assert second is not None
+    assert second > max(first, other)  # fencing tokens only ever grow
+    assert await store.renew_lease("conv-1", "replica-a", first, 30) is False
+
+
+async def test_expired_lease_goes_to_the_next_caller_with_a_larger_token(store: Store) -> None:
+    first = await store.acquire_lease("conv", "replica-a", 0.1)
+    assert first is not None
+    taken: list[int] = []
+
+    async def acquired() -> bool:
+        token = await store.acquire_lease("conv", "replica-b", 30)
+        if token is not None:
+            taken.append(token)
+        return token is not None
+
+    await wait_until(acquired)
+    assert taken[0] > first
+    assert await store.renew_lease("conv", "replica-a", first, 30) is False
+
+
+async def test_concurrent_acquires_admit_exactly_one(store: Store) -> None:
+    tokens = await asyncio.gather(
+        *(store.acquire_lease("conv", f"replica-{i}", 30) for i in range(20))
+    )
+    assert len([t for t in tokens if t is not None]) == 1
+
+
+async def test_fenced_writes_pass_while_held_and_are_refused_after_takeover(store: Store) -> None:
+    turn = make_turn(1)
+    await store.add_turn(turn)
+    await store.put_session(SessionRecord(BOT_A, CONV_1, SessionId("s-1")))
+    token = await store.acquire_lease("conv", "replica-a", 0.2)
+    assert token is not None
+    fence = Fence("conv", token)
+
+    turn.state = TurnState.STREAMING
+    await store.save_turn(turn, fence=fence)
+    await store.save_delivery(turn.turn_id, {"shown": 5}, fence=fence)
+    await store.set_session_cursor(BOT_A, CONV_1, EventId("5-0"), fence=fence)
+
+    async def taken_over() -> bool:
+        return await store.acquire_lease("conv", "replica-b", 30) is not None
+
+    await wait_until(taken_over)
+    stale = make_turn(1)
+    stale.state = TurnState.FAILED
+    with pytest.raises(LeaseLost):
+        await store.save_turn(stale, fence=fence)
+    with pytest.raises(LeaseLost):
+        await store.save_delivery(turn.turn_id, {"shown": 99}, fence=fence)
+    with pytest.raises(LeaseLost):
+        await store.set_session_cursor(BOT_A, CONV_1, EventId("99-0"), fence=fence)
+    with pytest.raises(LeaseLost):
+        await store.put_session(SessionRecord(BOT_A, CONV_1, SessionId("s-9")), fence=fence)
+    with fenced(fence), pytest.raises(LeaseLost):  # the ambient fence works the same way
+        await store.delete_session(BOT_A, CONV_1)
+
+    loaded = await store.get_turn(turn.turn_id)
+    assert loaded is not None
+    assert loaded.state is TurnState.STREAMING
+    assert await store.get_delivery(turn.turn_id) == {"shown": 5}
+    session = await store.get_session(BOT_A, CONV_1)
+    assert session is not None
+    assert (session.session_id, session.last_event_id) == ("s-1", "5-0")
+    assert [t.turn_id for t in await store.unfinished_turns()] == [turn.turn_id]
+
+
+async def test_released_lease_fences_off_its_writes(store: Store) -> None:
+    turn = make_turn(1)
+    await store.add_turn(turn)
+    token = await store.acquire_lease("conv", "replica-a", 30)
+    assert token is not None
+    await store.release_lease("conv", "replica-a", token)
+    with fenced(Fence("conv", token)), pytest.raises(LeaseLost):
+        await store.save_turn(turn)
+    await store.save_turn(turn)  # outside the fenced block: an unfenced write
+
+
+async def test_unfinished_conversation_turns_are_scoped_ordered_and_bounded(
+    store: Store,
+) -> None:
+    turns = [
+        make_turn(i, conv=CONV_1 if i % 3 else CONV_2, created_at=2_000_000_000.0 - i)
+        for i in range(9)
+    ]
+    for t in turns:
+        await store.add_turn(t)
+    for i in (1, 4):
+        turns[i].state = TurnState.DELIVERED
+        await store.save_turn(turns[i])
+    expected = [t.turn_id for i, t in enumerate(turns) if i % 3 and i not in (1, 4)]
+    got = await store.unfinished_conversation_turns(BOT_A, CONV_1)
+    assert [t.turn_id for t in got] == expected
+    assert [t.turn_id for t in await store.unfinished_conversation_turns(BOT_A, CONV_1, 2)] == (
+        expected[:2]
+    )
+    assert await store.unfinished_conversation_turns(BOT_B, CONV_1) == []
+    # A turn that goes back to a non-final state (a resumed retry) is listed again.
+    turns[4].state = TurnState.STREAMING
+    await store.save_turn(turns[4])
+    again = await store.unfinished_conversation_turns(BOT_A, CONV_1)
+    assert turns[4].turn_id in [t.turn_id for t in again]
+
+
+async def test_two_handles_on_one_store_share_dedupe_and_arrival_order(
+    make_store: StoreFactory,
+) -> None:
+    # Two replicas (or two connections) journaling at once: one winner per activity, one order.
+    a, b = make_store(), make_store()
+    await a.open()
+    await b.open()
+    try:
+        results = await asyncio.gather(
+            *(s.add_turn(make_turn(i % 6)) for i, s in enumerate([a, b] * 6))
+        )
+        assert sorted(results) == [False] * 6 + [True] * 6
+        from_a = [t.turn_id for t in await a.conversation_turns(BOT_A, CONV_1)]
+        from_b = [t.turn_id for t in await b.unfinished_turns()]
+        assert from_a == from_b
+        assert len(from_a) == 6
+    finally:
+        await a.close()
+        await b.close()
+
+
 # -- open_store ----------------------------------------------------------------------------------
 
 
@@ -493,11 +648,17 @@ async def test_open_store_in_memory() -> None:
         await s.close()
 
 
-def test_open_store_redis_is_not_available_yet_and_hides_the_password() -> None:
+def test_open_store_redis_url_takes_a_prefix_and_hides_the_password() -> None:
+    s = open_store("redis://user:hunter2@redis:6379/0?prefix=tenant-a:")
+    assert isinstance(s, RedisStore)
+    assert s.prefix == "tenant-a:"
+    assert "hunter2" not in repr(s)
+    default = open_store("rediss://redis.internal:6380/2")
+    assert isinstance(default, RedisStore)
+    assert default.prefix == "relay:"
     with pytest.raises(ConfigError) as info:
-        open_store("redis://user:hunter2@redis:6379/0")
+        open_store("redis://user:hunter2@/0")  # no host
     assert info.value.key == "RELAY_DATABASE_URL"
-    assert "redis backend not available yet" in str(info.value)
     assert "hunter2" not in str(info.value)
 
 

@@ -30,6 +30,7 @@ from relay.config import (
 from relay.devtools.issuer import LocalIssuer
 from relay.domain import BotId, TenantId
 from relay.errors import AuthError, CredentialError
+from relay.retry import TOKEN
 from relay.teams.auth import (
     AuthResult,
     BotCredentials,
@@ -526,7 +527,8 @@ async def test_token_endpoint_failure_then_recovery(
     auth_settings: Settings, auth_issuer: LocalIssuer
 ) -> None:
     tokens = TokenProvider(auth_settings, verify=auth_issuer.ca_file)
-    auth_issuer.fail_token_requests(1, status=500)
+    # A 5xx is retried (relay.retry.TOKEN); only when every attempt fails does it surface.
+    auth_issuer.fail_token_requests(TOKEN.attempts, status=500)
     with pytest.raises(CredentialError) as info:
         await tokens.token(BotId(AUTH_BOT_B))
     assert "500" in str(info.value)
@@ -560,7 +562,7 @@ async def test_managed_identity_bot_uses_msal_managed_identity_client(
     )
     settings = auth_make_settings(None, bots=(msi,))
     tokens = TokenProvider(settings, timeout=1.0)
-    slot = tokens._slots[AUTH_BOT_A]
+    slot = tokens._slot(AUTH_BOT_A)
     client = tokens._build_client(slot)  # construction only: no IMDS here
     assert isinstance(client, msal.ManagedIdentityClient)
 

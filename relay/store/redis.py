@@ -1,0 +1,396 @@
+"""``RedisStore``: the ``Store`` protocol on one shared Redis, for several relay replicas.
+
+Teams may deliver consecutive messages of one conversation to different replicas, and a replica may
+die mid-answer (DESIGN.md invariants 1, 2 and 5). Everything the replicas must agree on therefore
+lives here: the turn journal (dedupe on the turn id and the arrival sequence number are one atomic
+script, so the first replica to journal an activity wins and its number orders the conversation),
+the session map, delivery progress, one-shot claims, and the conversation leases with fencing tokens
+that ``relay.replicas`` uses to run each conversation on one replica at a time. Multi-key writes
+are Lua scripts (``relay.store.redis_scripts``); reads are pipelined. Keys share one prefix (default
+``relay:``), so several relays — or test runs — can share a Redis. One Redis primary (optionally
+with replicas/Sentinel) is assumed: the scripts touch keys of several hash slots, so Redis Cluster
+is not supported.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+from relay.domain import (
+    ActivityId,
+    BotId,
+    ConversationId,
+    ConversationRef,
+    EventId,
+    InboundFile,
+    ModelTier,
+    SessionId,
+    SessionRecord,
+    Turn,
+    TurnId,
+    TurnState,
+    User,
+)
+from relay.errors import ConfigError, LeaseLost
+from relay.store import redis_scripts as lua
+from relay.store.base import Fence, current_fence
+
+DEFAULT_PREFIX = "relay:"
+_KEY = "RELAY_DATABASE_URL"
+
+
+def parse_redis_url(url: str) -> tuple[str, str]:
+    """Split ``redis[s]://[user:pass@]host[:port][/db][?prefix=...]`` into (client URL, prefix).
+
+    ``prefix`` is ours, so it is removed before redis-py sees the URL (it would refuse it). The URL
+    is never echoed in an error: it may carry a password (invariant 7).
+    """
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise ConfigError(_KEY, "redis URL has no host")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefixes = [v for k, v in query if k == "prefix"]
+    prefix = prefixes[-1] if prefixes else DEFAULT_PREFIX
+    if not prefix:
+        raise ConfigError(_KEY, "redis URL prefix= must not be empty")
+    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
+    return urlunsplit(parts._replace(query=rest)), prefix
+
+
+class RedisStore:
+    """The ``Store`` protocol on Redis; every key starts with ``prefix``."""
+
+    def __init__(
+        self, url: str, *, prefix: str = DEFAULT_PREFIX, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._url = url
+        self.prefix = prefix
+        self._clock = clock  # wall clock: turn and session timestamps outlive the process
+        self._client: aioredis.Redis | None = None
+        self._scripts: dict[str, AsyncScript] = {}
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisStore:
+        client_url, prefix = parse_redis_url(url)
+        return cls(client_url, prefix=prefix)
+
+    def __repr__(self) -> str:
+        return f"RedisStore(prefix={self.prefix!r})"  # never the URL: it may hold a password
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._client is not None:
+            return
+        # redis-py's own bounded reconnect (3 tries, jittered backoff) absorbs a dropped
+        # connection or a failover; a Redis that stays away surfaces as an error to the caller.
+        client = aioredis.Redis.from_url(
+            self._url, decode_responses=True, socket_timeout=5.0, socket_connect_timeout=5.0
+        )
+        try:
+            await client.ping()
+        except BaseException:
+            await client.aclose()
+            raise
+        self._scripts = {
+            name: client.register_script(getattr(lua, name))
+            for name in (
+                "ADD_TURN",
+                "SAVE_TURN",
+                "SAVE_DELIVERY",
+                "PUT_SESSION",
+                "DELETE_SESSION",
+                "SET_SESSION_CURSOR",
+                "ACQUIRE_LEASE",
+                "RENEW_LEASE",
+                "RELEASE_LEASE",
+            )
+        }
+        self._client = client
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def ping(self) -> None:
+        await self._redis.ping()
+
+    @property
+    def _redis(self) -> aioredis.Redis:
+        # A closed redis-py client reconnects on use; a closed store must not (ping must fail).
+        if self._client is None:
+            raise RuntimeError(f"{self!r} is not open")
+        return self._client
+
+    # decode_responses=True: every reply is str; these say so to the type checker.
+    async def _hgetall(self, key: str) -> dict[str, str]:
+        return cast(dict[str, str], await self._redis.hgetall(key))
+
+    async def _zrange(self, key: str, limit: int | None = None) -> list[str]:
+        end = -1 if limit is None else max(limit, 1) - 1
+        ids = cast(list[str], await self._redis.zrange(key, 0, end))
+        return ids if limit is None else ids[:limit]
+
+    async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        self._redis  # noqa: B018 - raises if closed
+        return await self._scripts[name](keys=keys, args=args)
+
+    # -- keys ----------------------------------------------------------------------------------
+
+    def _k(self, *parts: str) -> str:
+        # Bot ids are GUIDs (no ':'), so "bot:conversation" cannot be ambiguous.
+        return self.prefix + ":".join(parts)
+
+    def _conv_keys(self, bot_id: BotId, conversation_id: ConversationId) -> tuple[str, str]:
+        return self._k("conv", bot_id, conversation_id), self._k("open", bot_id, conversation_id)
+
+    def _fence_args(self, fence: Fence | None) -> tuple[str, str]:
+        fence = current_fence(fence)
+        if fence is None:
+            return self._k("lease"), ""  # any key: an empty token skips the check
+        return self._k("lease", fence.key), str(fence.token)
+
+    @staticmethod
+    def _checked(result: Any, fence: Fence | None) -> int:
+        if int(result) == -1:
+            held = current_fence(fence)
+            assert held is not None
+            raise LeaseLost(held.key, held.token)
+        return int(result)
+
+    # -- turn journal --------------------------------------------------------------------------
+
+    async def add_turn(self, turn: Turn) -> bool:
+        now = self._clock()
+        created_at = turn.created_at or now
+        conv, open_ = self._conv_keys(turn.bot_id, turn.conversation_id)
+        keys = [self._k("turn", turn.turn_id), self._k("seq"), conv, open_, self._k("unfinished")]
+        args = [
+            turn.turn_id,
+            _dumps(_fixed(turn)),
+            _dumps(_mutable(turn)),
+            turn.state.value,
+            "1" if turn.state.is_final else "0",
+            repr(created_at),
+            repr(now),
+        ]
+        inserted = int(await self._run("ADD_TURN", keys, args)) > 0
+        if inserted:
+            turn.created_at, turn.updated_at = created_at, now
+        return inserted
+
+    async def get_turn(self, turn_id: TurnId) -> Turn | None:
+        data = await self._hgetall(self._k("turn", turn_id))
+        return _to_turn(data) if data else None
+
+    async def save_turn(self, turn: Turn, *, fence: Fence | None = None) -> None:
+        now = self._clock()
+        lease, token = self._fence_args(fence)
+        _, open_ = self._conv_keys(turn.bot_id, turn.conversation_id)
+        keys = [lease, self._k("turn", turn.turn_id), open_, self._k("unfinished")]
+        args = [
+            token,
+            turn.turn_id,
+            _dumps(_mutable(turn)),
+            turn.state.value,
+            "1" if turn.state.is_final else "0",
+            repr(now),
+        ]
+        if self._checked(await self._run("SAVE_TURN", keys, args), fence) == 0:
+            raise KeyError(turn.turn_id)
+        turn.updated_at = now
+
+    async def _load(self, turn_ids: list[str]) -> list[Turn]:
+        if not turn_ids:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for turn_id in turn_ids:
+                pipe.hgetall(self._k("turn", turn_id))
+            rows: list[dict[str, str]] = await pipe.execute()
+        return [_to_turn(row) for row in rows if row]
+
+    async def unfinished_turns(self, limit: int = 1000) -> list[Turn]:
+        ids = await self._zrange(self._k("unfinished"), limit)
+        # A turn may finish between the two round trips: filter on the state actually read.
+        return [t for t in await self._load(ids) if not t.state.is_final]
+
+    async def conversation_turns(
+        self, bot_id: BotId, conversation_id: ConversationId
+    ) -> list[Turn]:
+        conv, _ = self._conv_keys(bot_id, conversation_id)
+        return await self._load(await self._zrange(conv))
+
+    async def unfinished_conversation_turns(
+        self, bot_id: BotId, conversation_id: ConversationId, limit: int = 100
+    ) -> list[Turn]:
+        _, open_ = self._conv_keys(bot_id, conversation_id)
+        ids = await self._zrange(open_, limit)
+        return [t for t in await self._load(ids) if not t.state.is_final]
+
+    async def save_delivery(
+        self, turn_id: TurnId, data: dict[str, Any], *, fence: Fence | None = None
+    ) -> None:
+        lease, token = self._fence_args(fence)
+        keys = [lease, self._k("turn", turn_id)]
+        if self._checked(await self._run("SAVE_DELIVERY", keys, [token, _dumps(data)]), fence) == 0:
+            raise KeyError(turn_id)
+
+    async def get_delivery(self, turn_id: TurnId) -> dict[str, Any]:
+        raw = await self._redis.hget(self._k("turn", turn_id), "delivery")
+        data = json.loads(raw) if raw else {}
+        return data if isinstance(data, dict) else {}
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    async def get_session(
+        self, bot_id: BotId, conversation_id: ConversationId
+    ) -> SessionRecord | None:
+        row = await self._hgetall(self._k("session", bot_id, conversation_id))
+        if not row:
+            return None
+        return SessionRecord(
+            bot_id=bot_id,
+            conversation_id=conversation_id,
+            session_id=SessionId(row["session_id"]),
+            last_event_id=EventId(row["last_event_id"]) if row.get("last_event_id") else None,
+            show_progress=row.get("show_progress") == "1",
+            created_at=float(row["created_at"]),
+            updated_at=float(row["updated_at"]),
+        )
+
+    async def put_session(self, rec: SessionRecord, *, fence: Fence | None = None) -> None:
+        now = self._clock()
+        lease, token = self._fence_args(fence)
+        keys = [lease, self._k("session", rec.bot_id, rec.conversation_id)]
+        args = [
+            token,
+            rec.session_id,
+            rec.last_event_id or "",  # event ids are never empty: "" means none
+            "1" if rec.show_progress else "0",
+            repr(rec.created_at or now),
+            repr(now),
+        ]
+        self._checked(await self._run("PUT_SESSION", keys, args), fence)
+        rec.updated_at = now
+
+    async def delete_session(
+        self, bot_id: BotId, conversation_id: ConversationId, *, fence: Fence | None = None
+    ) -> None:
+        lease, token = self._fence_args(fence)
+        keys = [lease, self._k("session", bot_id, conversation_id)]
+        self._checked(await self._run("DELETE_SESSION", keys, [token]), fence)
+
+    async def set_session_cursor(
+        self,
+        bot_id: BotId,
+        conversation_id: ConversationId,
+        last_event_id: EventId,
+        *,
+        fence: Fence | None = None,
+    ) -> None:
+        lease, token = self._fence_args(fence)
+        keys = [lease, self._k("session", bot_id, conversation_id)]
+        args = [token, last_event_id, repr(self._clock())]
+        self._checked(await self._run("SET_SESSION_CURSOR", keys, args), fence)
+
+    # -- one-shot claims and leases ------------------------------------------------------------
+
+    async def claim_once(self, key: str, ttl_seconds: float) -> bool:
+        ok = await self._redis.set(self._k("claim", key), "1", nx=True, px=_ms(ttl_seconds))
+        return bool(ok)
+
+    async def acquire_lease(self, key: str, owner: str, ttl_seconds: float) -> int | None:
+        keys = [self._k("lease", key), self._k("lease-token")]
+        token = await self._run("ACQUIRE_LEASE", keys, [owner, _ms(ttl_seconds)])
+        return int(token) if token is not None else None
+
+    async def renew_lease(self, key: str, owner: str, token: int, ttl_seconds: float) -> bool:
+        args = [owner, str(token), _ms(ttl_seconds)]
+        return int(await self._run("RENEW_LEASE", [self._k("lease", key)], args)) == 1
+
+    async def release_lease(self, key: str, owner: str, token: int) -> None:
+        await self._run("RELEASE_LEASE", [self._k("lease", key)], [owner, str(token)])
+
+
+# -- Turn <-> hash -------------------------------------------------------------------------------
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+def _fixed(turn: Turn) -> dict[str, Any]:
+    """The fields fixed at ``add_turn`` (``save_turn`` never rewrites them)."""
+    return {
+        "turn_id": turn.turn_id,
+        "ref": turn.ref.to_json(),
+        "activity_id": turn.activity_id,
+        "user": {
+            "id": turn.user.id,
+            "aad_object_id": turn.user.aad_object_id,
+            "name": turn.user.name,
+        },
+        "text": turn.text,
+        "model_tier": turn.model_tier.value,
+        "files": [
+            {"url": f.url, "content_type": f.content_type, "name": f.name, "bot": f.needs_bot_token}
+            for f in turn.files
+        ],
+        "command": turn.command,
+    }
+
+
+def _mutable(turn: Turn) -> dict[str, Any]:
+    return {
+        "state": turn.state.value,
+        "session_id": turn.session_id,
+        "since_cursor": turn.since_cursor,
+        "chat_turn_id": turn.chat_turn_id,
+        "last_event_id": turn.last_event_id,
+        "attempts": turn.attempts,
+        "error": turn.error,
+    }
+
+
+def _to_turn(row: dict[str, str]) -> Turn:
+    fixed, mut = json.loads(row["fixed"]), json.loads(row["mut"])
+    user = fixed["user"]
+    return Turn(
+        turn_id=TurnId(fixed["turn_id"]),
+        ref=ConversationRef.from_json(fixed["ref"]),
+        activity_id=ActivityId(fixed["activity_id"]),
+        user=User(id=user["id"], aad_object_id=user.get("aad_object_id"), name=user.get("name")),
+        text=fixed["text"],
+        model_tier=ModelTier(fixed["model_tier"]),
+        files=[
+            InboundFile(
+                url=f["url"],
+                content_type=f["content_type"],
+                name=f.get("name"),
+                needs_bot_token=bool(f.get("bot")),
+            )
+            for f in fixed["files"]
+        ],
+        command=fixed.get("command"),
+        state=TurnState(mut["state"]),
+        session_id=SessionId(mut["session_id"]) if mut["session_id"] else None,
+        since_cursor=EventId(mut["since_cursor"]) if mut["since_cursor"] else None,
+        chat_turn_id=mut["chat_turn_id"],
+        last_event_id=EventId(mut["last_event_id"]) if mut["last_event_id"] else None,
+        attempts=int(mut["attempts"]),
+        error=mut["error"],
+        created_at=float(row["created_at"]),
+        updated_at=float(row["updated_at"]),
+    )
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,68 @@
+"""The benchmark's own correctness: its latency formula, and one tiny end-to-end run.
+
+The smoke run is the real thing at toy scale (issuer thread, helper process, ``relay serve``,
+baseline process, all on 127.0.0.1): it proves the command works, that both systems complete
+every streamed turn within Teams' rules, and that no process outlives the run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.common import chunk_text, newest_chunk, percentile, relay_added
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_relay_added_counts_only_what_pacing_does_not_explain() -> None:
+    # Chunk emitted at 10.0, update allowed from 11.0, received 11.02: 20 ms added.
+    assert relay_added(11.02, 10.0, 11.0, math.inf) == pytest.approx(0.02)
+    # Chunk emitted after the gate: measured from its emission.
+    assert relay_added(12.01, 12.0, 11.0, math.inf) == pytest.approx(0.01)
+    # A newer paragraph existed before the gate but is missing: stale since it was emitted.
+    assert relay_added(11.02, 10.0, 11.0, 10.5) == pytest.approx(0.52)
+    # A newer paragraph emitted after the gate (racing the POST) is no fault of the relay.
+    assert relay_added(11.02, 10.0, 11.0, 11.01) == pytest.approx(0.02)
+
+
+def test_numbered_words_identify_the_newest_chunk() -> None:
+    text = "".join(chunk_text(i, 4) for i in range(8)).rstrip()
+    assert text.endswith("w7")
+    assert newest_chunk(text) == 7
+    assert newest_chunk("Working on it…") is None
+    assert percentile([3.0, 1.0, 2.0, 4.0], 50) == 2.0
+    assert percentile([float(i) for i in range(100)], 99) == 98.0
+
+
+def test_smoke_run_measures_relay_and_baseline_and_cleans_up(tmp_path: Path) -> None:
+    out = tmp_path / "smoke.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "NEO_"))}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert "| ack p99 ms @ 20/s |" in proc.stdout
+    for system in ("relay", "baseline"):
+        data = result[system]
+        assert data["ack"]["statuses"] == {"200": data["ack"]["sent"]}, system
+        (step,) = data["steps"]
+        assert step["completed"] == step["concurrency"] == 4, (system, step)
+        assert step["errors"] == step["violations"] == step["unparsed_updates"] == 0, step
+        assert step["relay_added"]["n"] >= 4, step  # every turn streamed text updates
+        assert step["cpu_seconds"] > 0
+        assert not Path(f"/proc/{data['pid']}").exists(), f"{system} still running"
+    assert result["machine"]["nproc"] == os.cpu_count()
+    assert "cpu_per_turn_ratio" in result["summary"]

@@ -1,0 +1,119 @@
+"""End to end: /reset, /new, /help, /smart and unknown /words, through the loopback harness."""
+
+from __future__ import annotations
+
+from relay.commands import HELP, RESET, RESET_DONE, parse_command
+from relay.devtools.neo_emulator_streams import TurnInput
+from relay.domain import BotId, ConversationId, ModelTier
+from tests.fakes.harness import BOT_A, Harness
+
+
+def _answer(turn: TurnInput) -> list[dict[str, object]]:
+    return [
+        {"type": "start"},
+        {"type": "text-start", "id": "t"},
+        {"type": "text-delta", "id": "t", "delta": f"Answer to: {turn.message}"},
+        {"type": "text-end", "id": "t"},
+        {"type": "finish"},
+    ]
+
+
+def _session_creates(h: Harness) -> int:
+    return sum(1 for r in h.neo.requests if r.path == "/public-api/chat/sessions")
+
+
+def _resets(h: Harness) -> list[str]:
+    return [r.path for r in h.neo.requests if r.path.endswith("/reset")]
+
+
+def test_parse_command_is_case_insensitive_and_leaves_other_text_alone() -> None:
+    assert parse_command("/RESET").command == RESET
+    assert parse_command(" /New ").command == RESET
+    assert parse_command("/Help").command == HELP
+    assert parse_command("/smart").command == HELP  # no question: show how to use it
+    smart = parse_command("/SMART why is\nthe VPN slow?")
+    assert (smart.command, smart.text, smart.model_tier) == (
+        None,
+        "why is\nthe VPN slow?",
+        ModelTier.SMART,
+    )
+    assert parse_command("/reset my password please").command is None  # a question, not a command
+    assert parse_command("/weather today") == parse_command("/weather today")
+    assert parse_command("/weather today").text == "/weather today"
+
+
+async def test_reset_right_after_a_question_runs_after_its_answer(harness: Harness) -> None:
+    h = harness
+    h.neo.script = _answer
+    h.neo.chunk_delay = 0.05  # the answer takes a while: /reset must wait for it
+    conv = "a:conv-reset"
+    assert (
+        await h.deliver(h.activity(BOT_A, "first question", conversation_id=conv), bot=BOT_A)
+    ).status == 200
+    assert (
+        await h.deliver(h.activity(BOT_A, "/reset", conversation_id=conv), bot=BOT_A)
+    ).status == 200
+    await h.wait_for(lambda: len(h.teams.messages(conv)) == 2, what="answer and confirmation")
+    answer, confirmation = h.teams.messages(conv)
+    assert answer["text"].startswith("Answer to: first question")
+    assert confirmation["text"] == RESET_DONE
+    assert len(_resets(h)) == 1
+    [session_id] = list(h.neo.sessions)
+    assert h.neo.sessions[session_id].archived_at is not None
+    assert await h.components.store.get_session(BotId(BOT_A.app_id), ConversationId(conv)) is None
+
+    # The next message starts a fresh session; /reset itself never reached the agent.
+    await h.deliver(h.activity(BOT_A, "second question", conversation_id=conv), bot=BOT_A)
+    await h.wait_for(lambda: len(h.teams.messages(conv)) == 3, what="the next answer")
+    assert _session_creates(h) == 2
+    assert [m["message"] for m in h.neo.posted_messages] == ["first question", "second question"]
+    assert h.teams.violations == []
+
+
+async def test_new_when_neo_reset_fails_still_starts_fresh_and_says_so(harness: Harness) -> None:
+    h = harness
+    h.neo.script = _answer
+    conv = "a:conv-new"
+    await h.deliver(h.activity(BOT_A, "hello", conversation_id=conv), bot=BOT_A)
+    await h.wait_for(lambda: len(h.teams.messages(conv)) == 1, what="the answer")
+    h.neo.fail_next("reset", 400, code="validation_error", message="nope")
+    await h.deliver(h.activity(BOT_A, "/NEW", conversation_id=conv), bot=BOT_A)
+    await h.wait_for(lambda: len(h.teams.messages(conv)) == 2, what="the reset notice")
+    notice = h.teams.messages(conv)[-1]["text"]
+    failed = next(r for r in h.neo.responses if r.path.endswith("/reset"))
+    assert "couldn't archive" in notice
+    assert failed.request_id
+    assert failed.request_id in notice
+    assert await h.components.store.get_session(BotId(BOT_A.app_id), ConversationId(conv)) is None
+    await h.deliver(h.activity(BOT_A, "again", conversation_id=conv), bot=BOT_A)
+    await h.wait_for(lambda: len(h.teams.messages(conv)) == 3, what="the next answer")
+    assert _session_creates(h) == 2
+
+
+async def test_help_in_a_group_chat_after_the_mention(harness: Harness) -> None:
+    h = harness
+    conv = "19:group-help@thread.v2"
+    act = h.activity(BOT_A, "/HELP", conversation_id=conv, conversation_type="groupChat")
+    assert act["text"].startswith("<at>")  # "@Contoso Bot /HELP": the mention comes first
+    await h.deliver(act, bot=BOT_A)
+    await h.wait_for(lambda: len(h.teams.messages(conv)) == 1, what="the help text")
+    text = h.teams.messages(conv)[0]["text"]
+    assert "/reset" in text
+    assert "/smart" in text
+    assert "/help" in text
+    assert h.neo.posted_messages == []
+    assert _session_creates(h) == 0
+
+
+async def test_smart_sends_the_question_with_the_smart_tier(harness: Harness) -> None:
+    h = harness
+    h.neo.script = _answer
+    conv = "a:conv-smart"
+    await h.deliver(
+        h.activity(BOT_A, "/smart why is the VPN slow?", conversation_id=conv), bot=BOT_A
+    )
+    await h.deliver(h.activity(BOT_A, "/weather in Paris", conversation_id=conv), bot=BOT_A)
+    await h.wait_for(lambda: len(h.teams.messages(conv)) == 2, what="two answers")
+    posted = [(m["message"], m["model_tier"]) for m in h.neo.posted_messages]
+    # An unknown /word is just text for the agent, with the default tier.
+    assert posted == [("why is the VPN slow?", "SMART"), ("/weather in Paris", "FAST")]

@@ -1,0 +1,106 @@
+"""End to end: 👍/👎 feedback (``message/submitAction``) → empty 200, tied to its turn, counted."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+
+from relay.devtools.neo_emulator_streams import TurnInput
+from relay.domain import BotId, ConversationId
+from relay.feedback import FEEDBACK_COUNTS
+from tests.fakes.harness import BOT_A, Harness
+
+
+def _answer(turn: TurnInput) -> list[dict[str, object]]:
+    return [
+        {"type": "start"},
+        {"type": "text-start", "id": "t"},
+        {"type": "text-delta", "id": "t", "delta": f"Answer to: {turn.message}"},
+        {"type": "text-end", "id": "t"},
+        {"type": "finish"},
+    ]
+
+
+def _feedback(
+    h: Harness, conv: str, kind: str, reply_to: str, activity_id: str, reaction: str = "like"
+) -> dict[str, Any]:
+    """Shaped like fixtures/teams-activities/feedback-submit-action.json."""
+    act = h.activity(
+        BOT_A,
+        "",
+        conversation_id=conv,
+        conversation_type=kind,
+        mention=False,
+        activity_id=activity_id,
+    )
+    del act["text"], act["textFormat"]
+    act.update(
+        type="invoke",
+        name="message/submitAction",
+        replyToId=reply_to,
+        value={
+            "actionName": "feedback",
+            "actionValue": {
+                "reaction": reaction,
+                "feedback": json.dumps({"feedbackText": "Clear steps, worked first time."}),
+            },
+        },
+    )
+    return act
+
+
+@pytest.mark.parametrize(
+    ("conv", "kind"), [("19:fb-group@thread.v2", "groupChat"), ("a:conv-fb", "personal")]
+)
+async def test_feedback_gets_an_empty_200_and_is_recorded_with_its_turn(
+    harness: Harness, caplog: pytest.LogCaptureFixture, conv: str, kind: str
+) -> None:
+    h = harness
+    h.neo.script = _answer
+    await h.deliver(
+        h.activity(BOT_A, "how do I reset MFA?", conversation_id=conv, conversation_type=kind),
+        bot=BOT_A,
+    )
+    await h.wait_for(lambda: bool(h.teams.messages(conv)), what="the answer")
+    await h.wait_idle()
+    answer_id = h.teams.messages(conv)[-1]["_id"]
+    store = h.components.store
+    [turn] = await store.conversation_turns(BotId(BOT_A.app_id), ConversationId(conv))
+    neo_calls = len(h.neo.requests)
+    before = FEEDBACK_COUNTS[(BOT_A.app_id, "dislike")]
+
+    caplog.set_level(logging.INFO, logger="relay.feedback")
+    act = _feedback(h, conv, kind, answer_id, f"f:fb-{kind}", reaction="dislike")
+    resp = await h.deliver(act, bot=BOT_A)
+    assert resp.status == 200
+    assert await resp.text() == ""  # a non-empty body makes Teams answer 400 (§6.4)
+    await h.wait_for(
+        lambda: FEEDBACK_COUNTS[(BOT_A.app_id, "dislike")] == before + 1, what="the count"
+    )
+    [line] = [r.getMessage() for r in caplog.records if r.name == "relay.feedback"]
+    assert turn.turn_id in line
+    assert turn.session_id in line
+    assert "Clear steps" not in line  # the comment is user content: only its length is logged
+
+    # A re-delivery is counted once; nothing was forwarded to Neo (it documents no such API).
+    assert (await h.deliver(act, bot=BOT_A)).status == 200
+    await h.wait_idle()
+    assert FEEDBACK_COUNTS[(BOT_A.app_id, "dislike")] == before + 1
+    assert len(h.neo.requests) == neo_calls
+    assert len(h.teams.messages(conv)) == 1  # and nothing said in the chat
+
+
+async def test_feedback_on_an_unknown_message_is_still_acknowledged(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = harness
+    caplog.set_level(logging.INFO, logger="relay.feedback")
+    before = FEEDBACK_COUNTS[(BOT_A.app_id, "like")]
+    resp = await h.deliver(_feedback(h, "a:conv-none", "personal", "123", "f:fb-x"), bot=BOT_A)
+    assert resp.status == 200
+    assert await resp.text() == ""
+    await h.wait_for(lambda: FEEDBACK_COUNTS[(BOT_A.app_id, "like")] == before + 1, what="count")
+    assert any("turn None" in r.getMessage() for r in caplog.records)
