@@ -3,19 +3,8 @@
 from __future__ import annotations
 
 from relay.commands import HELP, RESET, RESET_DONE, parse_command
-from relay.devtools.neo_emulator_streams import TurnInput
 from relay.domain import BotId, ConversationId, ModelTier
-from tests.fakes.harness import BOT_A, Harness
-
-
-def _answer(turn: TurnInput) -> list[dict[str, object]]:
-    return [
-        {"type": "start"},
-        {"type": "text-start", "id": "t"},
-        {"type": "text-delta", "id": "t", "delta": f"Answer to: {turn.message}"},
-        {"type": "text-end", "id": "t"},
-        {"type": "finish"},
-    ]
+from tests.fakes.harness import BOT_A, Harness, answer_script
 
 
 def _session_creates(h: Harness) -> int:
@@ -44,7 +33,7 @@ def test_parse_command_is_case_insensitive_and_leaves_other_text_alone() -> None
 
 async def test_reset_right_after_a_question_runs_after_its_answer(harness: Harness) -> None:
     h = harness
-    h.neo.script = _answer
+    h.neo.script = answer_script
     h.neo.chunk_delay = 0.05  # the answer takes a while: /reset must wait for it
     conv = "a:conv-reset"
     assert (
@@ -72,7 +61,7 @@ async def test_reset_right_after_a_question_runs_after_its_answer(harness: Harne
 
 async def test_new_when_neo_reset_fails_still_starts_fresh_and_says_so(harness: Harness) -> None:
     h = harness
-    h.neo.script = _answer
+    h.neo.script = answer_script
     conv = "a:conv-new"
     await h.deliver(h.activity(BOT_A, "hello", conversation_id=conv), bot=BOT_A)
     await h.wait_for(lambda: len(h.teams.messages(conv)) == 1, what="the answer")
@@ -107,7 +96,7 @@ async def test_help_in_a_group_chat_after_the_mention(harness: Harness) -> None:
 
 async def test_smart_sends_the_question_with_the_smart_tier(harness: Harness) -> None:
     h = harness
-    h.neo.script = _answer
+    h.neo.script = answer_script
     conv = "a:conv-smart"
     await h.deliver(
         h.activity(BOT_A, "/smart why is the VPN slow?", conversation_id=conv), bot=BOT_A

@@ -8,20 +8,9 @@ from typing import Any
 
 import pytest
 
-from relay.devtools.neo_emulator_streams import TurnInput
 from relay.domain import BotId, ConversationId
 from relay.feedback import FEEDBACK_COUNTS
-from tests.fakes.harness import BOT_A, Harness
-
-
-def _answer(turn: TurnInput) -> list[dict[str, object]]:
-    return [
-        {"type": "start"},
-        {"type": "text-start", "id": "t"},
-        {"type": "text-delta", "id": "t", "delta": f"Answer to: {turn.message}"},
-        {"type": "text-end", "id": "t"},
-        {"type": "finish"},
-    ]
+from tests.fakes.harness import BOT_A, Harness, answer_script
 
 
 def _feedback(
@@ -59,7 +48,7 @@ async def test_feedback_gets_an_empty_200_and_is_recorded_with_its_turn(
     harness: Harness, caplog: pytest.LogCaptureFixture, conv: str, kind: str
 ) -> None:
     h = harness
-    h.neo.script = _answer
+    h.neo.script = answer_script
     await h.deliver(
         h.activity(BOT_A, "how do I reset MFA?", conversation_id=conv, conversation_type=kind),
         bot=BOT_A,

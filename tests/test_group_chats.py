@@ -2,19 +2,8 @@
 
 from __future__ import annotations
 
-from relay.devtools.neo_emulator_streams import TurnInput
 from relay.domain import BotId, ConversationId
-from tests.fakes.harness import BOT_A, Harness
-
-
-def _answer(turn: TurnInput) -> list[dict[str, object]]:
-    return [
-        {"type": "start"},
-        {"type": "text-start", "id": "t"},
-        {"type": "text-delta", "id": "t", "delta": f"Answer to: {turn.message}"},
-        {"type": "text-end", "id": "t"},
-        {"type": "finish"},
-    ]
+from tests.fakes.harness import BOT_A, Harness, answer_script
 
 
 async def test_unmentioned_group_and_channel_messages_are_acknowledged_and_ignored(
@@ -57,7 +46,7 @@ async def test_unmentioned_group_and_channel_messages_are_acknowledged_and_ignor
 
 async def test_each_group_chat_and_channel_thread_gets_its_own_session(harness: Harness) -> None:
     h = harness
-    h.neo.script = _answer
+    h.neo.script = answer_script
     group = "19:group-a@thread.v2"
     thread_1 = "19:chan@thread.tacv2;messageid=1700000000001"
     thread_2 = "19:chan@thread.tacv2;messageid=1700000000002"

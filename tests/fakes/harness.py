@@ -24,6 +24,7 @@ from relay.app import COMPONENTS, Components, create_app
 from relay.config import Settings, load_settings
 from relay.devtools.issuer import LocalIssuer
 from relay.devtools.neo_emulator import NeoEmulator
+from relay.devtools.neo_emulator_streams import TurnInput
 from relay.devtools.teams_connector import TeamsConnectorEmulator
 
 NEO_KEY = "neo_sk_test_AbCdEf0123456789AbCdEf01"
@@ -55,6 +56,19 @@ BOT_B = TestBot(
 )
 
 _ids = itertools.count(1)
+
+
+def answer_script(turn: TurnInput) -> list[dict[str, object]]:
+    """A short, deterministic agent answer: ``Answer to: <message>`` as AI SDK v6 chunks."""
+    return [
+        {"type": "start"},
+        {"type": "text-start", "id": "t"},
+        {"type": "text-delta", "id": "t", "delta": f"Answer to: {turn.message}"},
+        {"type": "text-end", "id": "t"},
+        {"type": "finish"},
+    ]
+
+
 STREAM_INTERVAL = 0.2  # the relay's RELAY_STREAM_INTERVAL in tests
 STREAM_MIN_INTERVAL = 0.15  # what the Teams emulator enforces between requests of a stream
 
