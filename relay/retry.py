@@ -13,6 +13,7 @@ peers-and-pitfalls.md §5).
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
 import random
 import time
@@ -121,3 +122,20 @@ async def retry_call(
         )
         notify_retry(policy, err)
         await asyncio.sleep(delay)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds: either delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)

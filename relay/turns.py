@@ -340,7 +340,12 @@ class TurnPipeline:
         else:
             turn.since_cursor = posted.since_cursor
             turn.chat_turn_id = posted.chat_turn_id
-        if session is not None and posted.show_progress != session.show_progress:
+        # A duplicate's 409 carries no show_agent_progress_steps: keep the session's setting.
+        if (
+            session is not None
+            and not posted.duplicate
+            and posted.show_progress != session.show_progress
+        ):
             session.show_progress = posted.show_progress
             await self._store.put_session(session)
         await self._advance(turn, TurnState.POSTED)

@@ -54,7 +54,8 @@ class ConversationWorker:
     async def _drain(self, key: ConversationKey) -> None:
         queue = self._queues[key]
         try:
-            while queue:
+            # Once draining for shutdown, start no new turn: it would only be cancelled.
+            while queue and self._accepting:
                 turn = queue[0]
                 try:
                     async with self._slots:

@@ -29,12 +29,7 @@ class NeoAdapter:
             connect_timeout=settings.neo_connect_timeout,
             request_timeout=settings.neo_request_timeout,
         )
-        self._limits = TailLimits(
-            first_byte=settings.sse_first_byte_timeout,
-            idle=settings.sse_idle_timeout,
-            total=settings.sse_total_timeout,
-            max_reconnects=settings.sse_max_reconnects,
-        )
+        self._limits = TailLimits.from_settings(settings)
 
     async def aclose(self) -> None:
         await self.client.aclose()

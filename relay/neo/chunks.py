@@ -184,7 +184,6 @@ class ReplyAssembler:
         self._step_start = 0  # index of the current step's first text part
         self._steps = 0
         self._tool_input_text: dict[str, str] = {}  # streamed partial input: never shown
-        self._reasoning: list[str] = []
         self._finished = self._errored = self._aborted = False
         self.reasoning_seen = False
         self.skipped = 0  # malformed chunks skipped
@@ -197,11 +196,6 @@ class ReplyAssembler:
     def done(self) -> bool:
         """A terminal chunk (``finish``, ``error`` or ``abort``) has been seen."""
         return self._finished or self._errored or self._aborted
-
-    @property
-    def reasoning_text(self) -> str:
-        """The model's reasoning, for debug logs only: never shown to users."""
-        return "".join(self._reasoning)
 
     def feed(self, chunk: dict[str, Any]) -> None:
         kind = chunk.get("type") if isinstance(chunk, dict) else None
@@ -295,7 +289,7 @@ class ReplyAssembler:
     def _reasoning_chunk(self, chunk: dict[str, Any]) -> None:
         _req(chunk, "id")
         if chunk.get("type") == "reasoning-delta":
-            self._reasoning.append(_req(chunk, "delta"))
+            _req(chunk, "delta")  # validated like text, but never kept: users never see it
         self.reasoning_seen = True
         self._label(THINKING)
 

@@ -13,9 +13,7 @@ connection, raw frames); resume, dedupe and timeouts live in ``relay.neo.events`
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
-import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -35,6 +33,7 @@ from relay.errors import (
     UpstreamError,
     UserFacingError,
 )
+from relay.retry import parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -598,20 +597,3 @@ def _bad_response(what: str, why: str, request_id: str | None, *, idempotent: bo
         code="invalid_response",
         request_id=request_id,
     )
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """``Retry-After`` as seconds: either delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)

@@ -13,12 +13,10 @@ so the retry policy in :mod:`relay.retry` can decide.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -38,6 +36,7 @@ from relay.errors import (
     StreamTimedOut,
     UpstreamError,
 )
+from relay.retry import parse_retry_after
 from relay.teams.pacing import PER_CONVERSATION_WINDOWS, PER_TENANT_WINDOWS, SlidingWindowLimiter
 
 log = logging.getLogger(__name__)
@@ -130,10 +129,13 @@ class BotConnector:
         await self._per_tenant.acquire((ref.bot_id, ref.tenant_id))
         op = f"{method} {activity.type}"
         try:
-            async with self._session.request(method, url, data=body, headers=headers) as resp:
+            # No redirects: a 307/308 would re-send the activity to a host never allow-listed.
+            async with self._session.request(
+                method, url, data=body, headers=headers, allow_redirects=False
+            ) as resp:
                 text = await resp.text()
                 status = resp.status
-                retry_after = _retry_after(resp.headers.get("Retry-After"))
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         except (aiohttp.ClientConnectorError, aiohttp.ClientConnectionResetError) as exc:
             # Connection refused / reset before a response: for a create this may still have been
             # delivered if the reset came after the body was sent, so it is ambiguous.
@@ -166,20 +168,6 @@ def _response_id(text: str) -> ActivityId | None:
         return None
     value = data.get("id") if isinstance(data, dict) else None
     return ActivityId(value) if isinstance(value, str) and value else None
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - _dt.datetime.now(when.tzinfo or _dt.UTC)).total_seconds())
 
 
 def _error_fields(text: str) -> tuple[str | None, str]:

@@ -66,12 +66,13 @@ from relay.domain import Reply, Turn
 from relay.errors import (
     AmbiguousError,
     LeaseLost,
+    PermanentError,
     RetryableError,
     StreamCancelled,
     StreamRejected,
     UpstreamError,
 )
-from relay.retry import TEAMS
+from relay.retry import TEAMS, retry_call
 from relay.store.base import Store
 from relay.teams.activities import OpenEntity, StreamInfo, message_activity, typing_activity
 from relay.teams.citations import (
@@ -154,7 +155,6 @@ class TeamsStream:
         self._interrupted = False  # shutdown or lost lease: send nothing more
         self._lost: LeaseLost | None = None
         self._last_request_at: float | None = None  # wall clock, journaled for the next run
-        self.updates_sent = 0  # accepted requests, final included (for metrics and tests)
 
     # -- ReplySink ---------------------------------------------------------------------------------
 
@@ -379,7 +379,6 @@ class TeamsStream:
             return
         self._failures = 0
         self.sequence = seq
-        self.updates_sent += 1
         if self.stream_id is None:
             if result.activity_id is None:
                 await self._broken()
@@ -481,8 +480,10 @@ class TeamsStream:
             # Teams 403s a final that does not start with the streamed text (§1.1): close with
             # exactly that text, then replace the message in place (teams.py does the same).
             if await self._send_final(MessagePayload(shown, [ai_message_entity([])])):
-                await self._replace_in_place(first)
+                # Journal the plan first: a resumed run must not re-send what the replace shows.
                 self._delivery["plan"] = "rest"
+                await self._save()
+                await self._replace_in_place(first)
                 await self._send_follow_ups(rest)
                 return
         elif await self._send_final(first):
@@ -534,7 +535,6 @@ class TeamsStream:
             except UpstreamError as exc:
                 await self._broken(exc)
                 return False
-            self.updates_sent += 1
             self.phase = Phase.CLOSED
             self._shown = payload.text if answer_chars is None else payload.text[:answer_chars]
             self._shown_chars = len(self._shown)
@@ -551,11 +551,22 @@ class TeamsStream:
             entities=[OpenEntity(e) for e in payload.entities],
             channel_data=payload.channel_data,
         )
+        stream_id = self.stream_id
         try:
-            await self._connector.update(self._turn.ref, self.stream_id, activity)
-        except UpstreamError as exc:
+            # An update by id is idempotent, so transient and ambiguous failures are retried.
+            await retry_call(
+                lambda: self._connector.update(self._turn.ref, stream_id, activity),
+                TEAMS,
+                idempotent=True,
+                what="teams update",
+            )
+        except AmbiguousError as exc:
+            # It may have been applied: sending anew could show the answer twice.
+            log.warning("turn %s: in-place update unconfirmed (%s)", self._turn.turn_id, exc)
+        except PermanentError as exc:
+            # Refused for good (e.g. the message is gone): the answer must still reach the user.
             log.warning(
-                "turn %s: in-place update failed (%s); sending anew", self._turn.turn_id, exc
+                "turn %s: in-place update refused (%s); sending anew", self._turn.turn_id, exc
             )
             await self._connector.send(self._turn.ref, activity)
 

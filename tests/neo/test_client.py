@@ -19,7 +19,8 @@ from relay.errors import (
     UpstreamError,
     UserFacingError,
 )
-from relay.neo.client import NeoAttachment, NeoClient, parse_retry_after
+from relay.neo.client import NeoAttachment, NeoClient
+from relay.retry import parse_retry_after
 from tests.neo.conftest import API_KEY
 
 BOT = BotId("6b0a2a4e-1111-4c1c-9e55-000000000001")
