@@ -32,13 +32,13 @@ from relay.approvals import ApprovalClick, ApprovalHandler, DecisionNeo
 from relay.attachments import AttachmentStep, UploadNeo
 from relay.commands import INSTALL, CommandNeo, CommandRunner, apply_command
 from relay.config import Settings
-from relay.domain import ActivityId, BotId, Turn, User, make_turn_id
+from relay.domain import ActivityId, BotId, Turn, make_turn_id
 from relay.feedback import FeedbackEvent, FeedbackRecorder
 from relay.store.base import Store
 from relay.teams.cards import parse_click
 from relay.teams.connector import BotConnector, TokenSource
 from relay.teams.files import TeamsFileFetcher
-from relay.teams.inbound import Ignored, conversation_ref, to_turn
+from relay.teams.inbound import Ignored, conversation_ref, to_turn, user_of
 from relay.teams.messenger import TeamsMessenger
 
 log = logging.getLogger(__name__)
@@ -53,15 +53,6 @@ class FeatureNeo(CommandNeo, UploadNeo, DecisionNeo, Protocol):
 
 def _ok() -> web.Response:
     return web.Response(status=200)  # no body at all: what feedback invokes require (§6.4)
-
-
-def _user(activity: Activity) -> User:
-    sender = activity.from_property
-    return User(
-        id=str(getattr(sender, "id", "") or ""),
-        aad_object_id=getattr(sender, "aad_object_id", None),
-        name=getattr(sender, "name", None),
-    )
 
 
 def _adds_this_bot(activity: Activity) -> bool:
@@ -129,7 +120,7 @@ class InboundDispatcher:
                 turn_id=make_turn_id(bot_id, ref.conversation_id, activity_id or ActivityId("-")),
                 ref=ref,
                 activity_id=activity_id,
-                user=_user(activity),
+                user=user_of(activity),
                 text="",
                 command=INSTALL,
                 created_at=now,
@@ -147,7 +138,7 @@ class InboundDispatcher:
             card_activity_id=activity.reply_to_id or None,
             til_request_id=rid,
             action="approve" if action == "approve" else "reject",
-            user=_user(activity),
+            user=user_of(activity),
             summary=summary,
         )
         self._spawn(self._approvals.handle(click), "approval")

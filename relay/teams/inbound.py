@@ -164,6 +164,16 @@ def _mime_from_name(name: str | None) -> str | None:
     return _EXT_MIME.get(name.rsplit(".", 1)[1].lower())
 
 
+def user_of(activity: Activity) -> User:
+    """The sender: Teams user id ``29:…``, Entra object id and display name when present."""
+    sender = activity.from_property
+    return User(
+        id=str(getattr(sender, "id", "") or ""),
+        aad_object_id=getattr(sender, "aad_object_id", None),
+        name=getattr(sender, "name", None),
+    )
+
+
 def to_turn(activity: Activity, bot_id: BotId) -> Turn | Ignored:
     """A message activity → the Turn to journal, or why it is ignored."""
     if activity.type != ActivityTypes.message:
@@ -178,12 +188,7 @@ def to_turn(activity: Activity, bot_id: BotId) -> Turn | Ignored:
     files = inbound_files(activity)
     if not text and not files:
         return Ignored("empty message")
-    sender = activity.from_property
-    user = User(
-        id=str(getattr(sender, "id", "") or ""),
-        aad_object_id=getattr(sender, "aad_object_id", None),
-        name=getattr(sender, "name", None),
-    )
+    user = user_of(activity)
     now = time.time()
     return Turn(
         turn_id=make_turn_id(bot_id, ref.conversation_id, ActivityId(activity.id)),

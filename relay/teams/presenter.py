@@ -31,9 +31,15 @@ class SinkOptions:
     """Presentation knobs shared by every turn (from :class:`relay.config.Settings`)."""
 
     stream: StreamTiming = field(default_factory=StreamTiming)
-    typing_refresh: float = TYPING_REFRESH_SECONDS
-    message_limit_bytes: int = MESSAGE_LIMIT_BYTES
     group_edit_in_place: bool = False  # RELAY_GROUP_EDIT_IN_PLACE (relay.teams.edit_in_place)
+
+    @property
+    def typing_refresh(self) -> float:
+        return self.stream.typing_refresh
+
+    @property
+    def message_limit_bytes(self) -> int:
+        return self.stream.message_limit_bytes
 
     @property
     def edit_interval(self) -> float:
@@ -49,7 +55,6 @@ class SinkOptions:
                 typing_refresh=TYPING_REFRESH_SECONDS,
                 message_limit_bytes=settings.message_limit_bytes,
             ),
-            message_limit_bytes=settings.message_limit_bytes,
             group_edit_in_place=settings.group_edit_in_place,
         )
 
