@@ -17,17 +17,11 @@ def _feedback(
     h: Harness, conv: str, kind: str, reply_to: str, activity_id: str, reaction: str = "like"
 ) -> dict[str, Any]:
     """Shaped like fixtures/teams-activities/feedback-submit-action.json."""
-    act = h.activity(
-        BOT_A,
-        "",
+    return h.event(
+        "invoke",
         conversation_id=conv,
         conversation_type=kind,
-        mention=False,
         activity_id=activity_id,
-    )
-    del act["text"], act["textFormat"]
-    act.update(
-        type="invoke",
         name="message/submitAction",
         replyToId=reply_to,
         value={
@@ -38,7 +32,6 @@ def _feedback(
             },
         },
     )
-    return act
 
 
 @pytest.mark.parametrize(

@@ -11,31 +11,24 @@ from tests.fakes.harness import BOT_A, Harness
 
 def _install(h: Harness, conv: str, activity_id: str, *, kind: str = "personal") -> dict[str, Any]:
     """Shaped like fixtures/teams-activities/installation-update-add.json."""
-    act = h.activity(
-        BOT_A,
-        "",
+    return h.event(
+        "installationUpdate",
         conversation_id=conv,
         conversation_type=kind,
-        mention=False,
         activity_id=activity_id,
+        action="add",
     )
-    del act["text"], act["textFormat"]
-    act.update(type="installationUpdate", action="add")
-    return act
 
 
 def _bot_added(h: Harness, conv: str, activity_id: str, member: str) -> dict[str, Any]:
     """Shaped like fixtures/teams-activities/conversation-update-bot-added.json."""
-    act = h.activity(
-        BOT_A,
-        "",
+    act = h.event(
+        "conversationUpdate",
         conversation_id=conv,
         conversation_type="channel",
-        mention=False,
         activity_id=activity_id,
+        membersAdded=[{"id": member}],
     )
-    del act["text"], act["textFormat"]
-    act.update(type="conversationUpdate", membersAdded=[{"id": member}])
     act["channelData"].update(eventType="teamMemberAdded")
     return act
 

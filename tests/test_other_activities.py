@@ -11,10 +11,7 @@ CONV = "a:conv-other"
 
 
 def _event(h: Harness, kind: str, **extra: Any) -> dict[str, Any]:
-    act = h.activity(BOT_A, "", conversation_id=CONV, mention=False)
-    del act["text"], act["textFormat"]
-    act.update(type=kind, **extra)
-    return act
+    return h.event(kind, conversation_id=CONV, **extra)
 
 
 CASES: dict[str, dict[str, Any]] = {

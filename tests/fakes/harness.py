@@ -183,6 +183,29 @@ class Harness:
         body.update(extra)
         return body
 
+    def event(
+        self,
+        activity_type: str,
+        *,
+        conversation_id: str,
+        conversation_type: str = "personal",
+        activity_id: str | None = None,
+        bot: TestBot = BOT_A,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """A non-message activity (invoke, installationUpdate, …) with no text, as Teams sends."""
+        act = self.activity(
+            bot,
+            "",
+            conversation_id=conversation_id,
+            conversation_type=conversation_type,
+            mention=False,
+            activity_id=activity_id,
+        )
+        del act["text"], act["textFormat"]
+        act.update(type=activity_type, **fields)
+        return act
+
     async def deliver(
         self,
         activity: dict[str, Any],
