@@ -1,7 +1,8 @@
-"""Where the shared reference material is: ``../shared`` beside the repository (as in CI).
+"""Where the tests' reference material is: ``tests/fixtures/``, inside the repository.
 
-Tests that read shared fixtures or schemas fail — never skip — when it is missing, so a CI run
-without it cannot pass by testing less.
+A user clones the repository alone, so every file a test reads ships with it (with its licence
+notice beside it); nothing under relay/, tests/ or bench/ reads anything outside the clone
+(tests/test_self_contained.py checks that). A missing fixture fails the test, never skips it.
 """
 
 from __future__ import annotations
@@ -9,13 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+FIXTURES = REPO / "tests" / "fixtures"
 
 
-def shared(*parts: str) -> Path:
-    path = SHARED.joinpath(*parts)
+def fixture(*parts: str) -> Path:
+    """``tests/fixtures/<parts>``; raises if it is missing so the test fails loudly."""
+    path = FIXTURES.joinpath(*parts)
     if not path.exists():
-        raise FileNotFoundError(
-            f"shared material missing: {path} (CI puts ../shared beside the repo)"
-        )
+        raise FileNotFoundError(f"test fixture missing: {path}")
     return path

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import zlib
 from pathlib import Path
 
 import pytest
+from jsonschema import Draft4Validator
 
 from relay.manifest.build import asset_bytes, check_color_icon, check_outline_icon
 from relay.manifest.png import PngError, read_png, rgba_pixels, write_png
-from tests.paths import shared
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,13 +35,24 @@ def test_default_icons_are_generated_reproducibly_and_both_copies_match() -> Non
     check_outline_icon("outline", outline)
 
 
+# SHA-256 of Microsoft's v1.24 schema as published in the npm package @microsoft/app-manifest 1.1.2
+# (build/json-schemas/teams/v1.24/MicrosoftTeams.schema.json, MIT) and of its notice: the bundled
+# copies must stay byte-identical to what was taken, so an edited schema cannot pass as official.
+OFFICIAL_SCHEMA_SHA256 = "768bf3055bb335c225e1a8fe4d3071dc02d1d499a8fc0dc07570b6858443441e"
+NOTICE_SHA256 = "cf1e5162488b693e57c12842bef36cabaa59304e20908fbe42b786a257b88c8f"
+
+
 def test_bundled_schema_and_notice_are_the_official_copies() -> None:
-    shared_schemas = shared("schemas", "teams-manifest")
-    assert (
-        asset_bytes("MicrosoftTeams.v1.24.schema.json")
-        == (shared_schemas / "v1.24.schema.json").read_bytes()
-    )
-    assert asset_bytes("NOTICE.md") == (shared_schemas / "NOTICE.md").read_bytes()
+    schema = asset_bytes("MicrosoftTeams.v1.24.schema.json")
+    assert hashlib.sha256(schema).hexdigest() == OFFICIAL_SCHEMA_SHA256
+    notice = asset_bytes("NOTICE.md")
+    assert hashlib.sha256(notice).hexdigest() == NOTICE_SHA256
+    assert b"MIT" in notice
+    document = json.loads(schema)
+    assert document["$schema"] == "http://json-schema.org/draft-04/schema#"
+    # (check_schema would trip on the schema's \p{L} patterns, which Python's re lacks.)
+    errors = {e.message for e in Draft4Validator(document).iter_errors({"manifestVersion": "1.24"})}
+    assert "'id' is a required property" in errors
 
 
 def test_png_reader_round_trips_and_detects_damage() -> None:

@@ -1,8 +1,8 @@
 """``relay manifest build``: packages validated against the official v1.24 schema, clear errors.
 
 The command runs in-process through ``relay.cli.main`` with a real registry file; packages are
-read back from the zip and re-validated with the schema copied in ../shared (the source of the
-bundled copy), so a drifted bundled schema would fail here too.
+read back from the zip and re-validated with the schema the package ships (its bytes are pinned to
+the official copy in tests/manifest/test_assets.py), so a drifted bundled schema would fail there.
 """
 
 from __future__ import annotations

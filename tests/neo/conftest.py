@@ -10,14 +10,14 @@ from pydantic import SecretStr
 
 from relay.devtools.neo_emulator import NeoEmulator
 from relay.neo.client import NeoClient
-from tests.paths import shared
+from tests.paths import fixture
 
 API_KEY = "neo_sk_test_Sup3rS3cretValue0123456789"
 
 
 def fixtures_dir() -> Path:
-    """``../shared/fixtures/aisdk-v6`` next to the repository (real ``ai@6.0.326`` streams)."""
-    return shared("fixtures", "aisdk-v6")
+    """``tests/fixtures/aisdk-v6``: real ``ai@6.0.326`` streams (see its README for provenance)."""
+    return fixture("aisdk-v6")
 
 
 @pytest.fixture

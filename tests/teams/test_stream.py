@@ -26,9 +26,10 @@ from relay.teams.render import final_message_payload
 from relay.teams.stream import NO_ANSWER
 from relay.teams.stream_text import safe_cuts, streamable_text
 from tests.fakes.harness import BOT_A, Harness, close_harness, make_harness
+from tests.paths import fixture
 from tests.teams.stream_support import NeoGate, text_chunks
 
-FULL_SSE = Path("/work/shared/fixtures/aisdk-v6/full.sse")
+FULL_SSE = fixture("aisdk-v6", "full.sse")
 GAP = 0.06  # the emulator below insists on 0.05 s between requests of a stream
 
 # ------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import pytest
 from relay.devtools.neo_emulator_streams import read_sse_chunks
 from relay.domain import BotId, ConversationId, TurnState, make_turn_id
 from tests.fakes.harness import BOT_A, Harness, close_harness, make_harness
+from tests.paths import fixture
 from tests.teams.stream_support import (
     NeoGate,
     assert_snapshot,
@@ -23,7 +24,7 @@ from tests.teams.stream_support import (
     text_chunks,
 )
 
-FULL_SSE = Path("/work/shared/fixtures/aisdk-v6/full.sse")
+FULL_SSE = fixture("aisdk-v6", "full.sse")
 SOURCE = {"type": "source-url", "sourceId": "s1", "url": "https://example.com/kb", "title": "KB"}
 
 
