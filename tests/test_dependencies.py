@@ -15,6 +15,9 @@ import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
+from packaging.requirements import Requirement
+from packaging.version import Version
+
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
@@ -86,3 +89,31 @@ def test_the_licence_is_an_spdx_expression() -> None:
     # A table (`license = { text = … }`) makes setuptools print a deprecation warning per install.
     assert isinstance(PYPROJECT["license"], str)
     assert re.fullmatch(r"[A-Za-z0-9.\-+ ()]+", PYPROJECT["license"])
+
+
+def _pins() -> dict[str, Version]:
+    pins: dict[str, Version] = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt pins exact versions only: {line!r}"
+            pins[_name(name)] = Version(version)
+    return pins
+
+
+def test_constraints_pin_every_runtime_dependency_within_its_declared_range() -> None:
+    # The image installs with these pins; a runtime dependency left out would float. After a
+    # dependency changes in pyproject.toml, `make constraints` regenerates the file.
+    pins = _pins()
+    requirements = PYPROJECT["dependencies"] + [
+        r for reqs in PYPROJECT["optional-dependencies"].values() for r in reqs
+    ]
+    for text in requirements:
+        requirement = Requirement(text)
+        name = _name(requirement.name)
+        if name in pins:
+            assert requirement.specifier.contains(pins[name], prereleases=True), (
+                f"constraints.txt pins {name}=={pins[name]} outside {text!r}: run make constraints"
+            )
+        else:
+            assert name not in RUNTIME, f"constraints.txt does not pin {name}: run make constraints"

@@ -66,7 +66,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(context)])
     [wheel] = wheels.glob("neo_teams_relay-*.whl")
     _run([sys.executable, "-m", "venv", str(venv)])
-    _run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)])
+    # The runtime stage: the wheel, its dependencies pinned by the constraints file.
+    assert "COPY constraints.txt /wheels/" in DOCKERFILE.read_text()
+    pins = ["-c", str(ROOT / "constraints.txt")]
+    _run([str(venv / "bin" / "pip"), "install", "-q", *pins, str(wheel)])
     return venv
 
 
@@ -97,7 +100,7 @@ def test_dockerfile_runs_as_non_root_with_a_healthcheck_and_relay_entrypoint() -
     assert "curl" not in health
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     assert "*" in ignored  # deny by default: no .venv, .git, tests or secrets in the context
-    assert {"!pyproject.toml", "!README.md", "!relay/"} <= set(ignored)
+    assert {"!pyproject.toml", "!README.md", "!relay/", "!constraints.txt"} <= set(ignored)
 
 
 def test_the_installed_wheel_serves_and_stops_cleanly(installed: Path, tmp_path: Path) -> None:
