@@ -96,7 +96,10 @@ async def _startup(app: web.Application) -> None:
     await authenticator.start()
     if settings.bots_file is not None and settings.bots:  # never in anonymous mode
         reloader = RegistryReloader(
-            registry, settings.bots_file, interval=settings.bots_reload_interval
+            registry,
+            settings.bots_file,
+            env=settings.environment,  # secrets resolve where the settings' did (relay demo)
+            interval=settings.bots_reload_interval,
         )
         await reloader.start()
         app[RELOADER] = reloader

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -23,6 +24,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -293,6 +295,14 @@ class Settings(BaseSettings):
     lease_seconds: float = _field("RELAY_LEASE_SECONDS", default=15.0, ge=0.5, le=600)
 
     bots: tuple[BotConfig, ...] = ()
+    # The variables load_settings() was given, if not the process environment (relay demo passes
+    # its own): a reload of the bot registry resolves secret_env against the same source.
+    _environment: dict[str, str] | None = PrivateAttr(default=None)
+
+    def environment(self) -> Mapping[str, str]:
+        """Where ``secret_env``/``certificate_key_env`` names resolve: the source these settings
+        were loaded from (the live process environment unless :func:`load_settings` got one)."""
+        return os.environ if self._environment is None else self._environment
 
     @field_validator("service_url_allowlist", "file_download_allowlist", mode="before")
     @classmethod
@@ -364,4 +374,6 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
         raise ConfigError(
             "RELAY_ALLOW_ANONYMOUS", "anonymous mode is only for a relay with no bots registered"
         )
+    if env is not None:
+        settings._environment = source
     return settings

@@ -5,8 +5,9 @@ while conversations are running; a restart for each of those would drop or delay
 flight. :class:`BotRegistry` holds the current ``BotConfig`` tuple and is what inbound
 authentication (:mod:`relay.teams.auth`) and outbound credentials (:mod:`relay.teams.credentials`)
 consult on every lookup, so a :meth:`BotRegistry.replace` takes effect on the next request.
-:class:`RegistryReloader` re-reads ``RELAY_BOTS_FILE`` on SIGHUP and by polling, validates the
-whole file first (an invalid file is logged and the old registry stays), and only then swaps.
+:class:`RegistryReloader` re-reads ``RELAY_BOTS_FILE`` on SIGHUP and by polling (resolving
+``secret_env`` names against the environment the settings were loaded from), validates the whole
+file first (an invalid file is logged and the old registry stays), and only then swaps.
 A removed bot stays usable for *outbound* calls for a grace period, so a turn it accepted before
 the reload can still deliver its answer; inbound tokens for it are refused at once.
 """
@@ -233,6 +234,6 @@ class RegistryReloader:
         while True:
             await asyncio.sleep(self.interval)
             try:
-                await self.reload(reason="file change")
+                await self.reload(reason="periodic check")
             except Exception:  # never let the watcher die; the next poll tries again
                 log.exception("bot registry reload failed")

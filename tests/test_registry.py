@@ -180,3 +180,34 @@ async def test_registry_replace_reports_changes_and_keeps_removed_bots_for_outbo
     assert registry.get_for_outbound(BOT_A.app_id) is not None  # its grace period
     await asyncio.sleep(0.25)
     assert registry.get_for_outbound(BOT_A.app_id) is None
+
+
+async def test_reload_resolves_secret_env_where_the_settings_were_loaded_from(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # `relay demo` loads its settings from its own mapping, not os.environ: a reload must find
+    # the same secret_env variables there (it once logged "… is not set" every few seconds).
+    from relay.config import load_settings
+
+    variable = "RELAY_TEST_ONLY_IN_SETTINGS_SECRET"
+    assert variable not in os.environ
+    bots = tmp_path / "bots.toml"
+    bots.write_text(
+        f'[[bots]]\napp_id = "{BOT_A.app_id}"\ntenant_id = "{BOT_A.tenant_id}"\n'
+        f'secret_env = "{variable}"\n'
+    )
+    env = {
+        "NEO_API_KEY": "neo_sk_test_Sup3rS3cretValue0123456789",
+        "RELAY_BOTS_FILE": str(bots),
+        variable: "a-real-looking-secret-0123456789",
+    }
+    settings = load_settings(env)
+    assert settings.environment()[variable] == env[variable]
+    registry = BotRegistry(settings.bots)
+    ours = RegistryReloader(registry, bots, env=settings.environment, interval=0)
+    assert await ours.reload(reason="periodic check")
+    process_env = RegistryReloader(registry, bots, interval=0)  # the old behaviour: os.environ
+    with caplog.at_level(logging.ERROR, logger="relay.registry"):
+        assert not await process_env.reload(reason="periodic check")
+    assert "(periodic check) rejected" in caplog.text
+    assert f"{variable} is not set" in caplog.text

@@ -27,6 +27,10 @@ Type a message and press Enter. Relay commands are typed as messages: /reset (ne
 Local commands: /image <path> [question]  (paste an image)   /quit (or Ctrl-D)"""
 GROUP_HELP = "Group chat: the bot answers only when mentioned — begin a message with '@bot '."
 NOT_MENTIONED = "in a group chat the bot answers only when @mentioned; begin with '@bot '"
+# Teams sends no message for an empty box, and the relay answers a bare mention with nothing to
+# ask; say so at once instead of waiting for an answer that cannot come.
+EMPTY_HINT = "(nothing sent: type a question, or /help)"
+BARE_MENTION_HINT = "(nothing sent: a mention needs a question — '@bot how do I …?')"
 
 
 class TerminalView:
@@ -117,7 +121,11 @@ async def _one(client: ChatClient, view: TerminalView, line: str, out: TextIO) -
     image: Path | None = None
     if line.startswith("/image"):
         image, line = _parse_image(line)
-    unmentioned = client.group and not client.addressed(line)[1]
+    body, mentioned = client.addressed(line)
+    if client.group and mentioned and not body and image is None:
+        print(f"  {BARE_MENTION_HINT}\n", file=out, flush=True)
+        return
+    unmentioned = client.group and not mentioned
     try:
         await client.send(line, image=image, timeout=UNMENTIONED_WAIT if unmentioned else 150.0)
     except NoAnswer:
@@ -141,6 +149,7 @@ async def repl(client: ChatClient, view: TerminalView, out: TextIO = sys.stdout)
                 return
             line = line.strip()
             if not line:
+                print(f"  {EMPTY_HINT}", file=out, flush=True)
                 continue
             try:
                 await _one(client, view, line, out)

@@ -7,18 +7,23 @@ so this module runs the production code path against loopback stand-ins: the rel
 ``--anonymous`` — the local token issuer with one demo bot, so inbound Bot Framework tokens and
 outbound msal tokens are checked for real. Everything binds 127.0.0.1 only. When ready it writes
 ``demo.json`` (relay URL, the demo bot, and the throwaway issuer's signing key) for ``relay chat``,
-which plays the Teams channel; anonymous mode also suits the Microsoft 365 Agents Playground
-(teams-platform.md §8), which sends no tokens.
+which plays the Teams channel; anonymous mode also suits the Microsoft 365 Agents Playground,
+which sends no tokens. One demo owns its directory (a lock held while it runs): a second
+``relay demo`` on the same directory refuses instead of wiping the running demo's state.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import secrets
+import shlex
+import shutil
 import signal
 import sys
 from dataclasses import asdict, dataclass
@@ -36,7 +41,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DIR = Path(".relay-demo")
 DEMO_FILE = "demo.json"
-DEFAULT_PORT = 3978  # the Agents Playground's default bot endpoint port (§8)
+LOCK_FILE = "demo.lock"
+DEFAULT_PORT = 3978  # the Agents Playground's default bot endpoint port
 DEFAULT_CHUNK_DELAY = 0.06  # 40–80 ms per chunk is what a hosted model's stream looks like
 # Matches the Neo key format (neo_sk_<env>_<secret>); the emulator accepts only this key.
 DEMO_NEO_KEY = "neo_sk_demo_localEmulatorOnly0001"
@@ -49,6 +55,10 @@ DEMO_SERVICE_URLS = "http://127.0.0.1,http://localhost"
 
 class DemoNotRunning(Exception):
     """No usable ``demo.json``: ``relay demo`` is not running in that directory."""
+
+
+class DemoAlreadyRunning(Exception):
+    """Another ``relay demo`` holds the directory's lock."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,30 @@ class DemoEnvironment:
         self.issuer: LocalIssuer | None = None
         self.log_level = log_level
         self._runner: web.AppRunner | None = None
+        self._lock: int | None = None
+
+    def _claim_directory(self) -> None:
+        """Hold ``demo.lock`` for this run; the kernel releases it if the process dies."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise DemoAlreadyRunning(self._running_description()) from None
+        self._lock = fd
+
+    def _running_description(self) -> str:
+        try:
+            other = DemoInfo.load(self.directory)
+        except DemoNotRunning:
+            where = "it is still starting"
+        else:
+            where = f"pid {other.pid}, {other.messages_url}"
+        return (
+            f"a demo is already running in {self.directory}/ ({where}); use that one, "
+            "stop it with Ctrl-C, or pass another --dir"
+        )
 
     def _fresh_directory(self) -> None:
         # Each run starts clean: sessions and journaled turns of a previous run point at an
@@ -174,6 +208,7 @@ class DemoEnvironment:
         from relay.app import create_app
         from relay.config import load_settings
 
+        self._claim_directory()
         self._fresh_directory()
         neo_url = await self.neo.start()
         settings = load_settings(self._relay_env(neo_url))
@@ -199,6 +234,8 @@ class DemoEnvironment:
         return info
 
     async def stop(self) -> None:
+        if self._lock is None:
+            return  # never claimed the directory (another demo has it): nothing of ours to stop
         (self.directory / DEMO_FILE).unlink(missing_ok=True)
         if self._runner is not None:
             await self._runner.cleanup()  # drains running turns (RELAY_SHUTDOWN_GRACE)
@@ -207,16 +244,44 @@ class DemoEnvironment:
         if self.issuer is not None:
             self.issuer.stop()
             self.issuer = None
+        with contextlib.suppress(OSError):
+            os.close(self._lock)  # releases the lock
+        self._lock = None
 
 
-def banner(info: DemoInfo, directory: Path) -> str:
-    """What to do next, printed once the demo is ready."""
+def relay_command() -> str:
+    """How to run ``relay`` again as this process was run, so printed commands work as typed.
+
+    ``make demo`` runs ``.venv/bin/relay``, which is not on PATH; ``python -m relay`` has no
+    script at all.
+    """
+    script = Path(sys.argv[0])
+    if script.name != "relay":  # python -m relay
+        return f"{_shorter(Path(sys.executable))} -m relay"
+    on_path = shutil.which("relay")
+    if on_path and Path(on_path).resolve() == script.resolve():
+        return "relay"
+    return _shorter(script)
+
+
+def _shorter(path: Path) -> str:
+    """``path`` relative to the working directory when below it, else absolute; shell-quoted."""
+    absolute = Path(os.path.abspath(path))
+    with contextlib.suppress(ValueError):
+        return shlex.quote(str(absolute.relative_to(Path.cwd())))
+    return shlex.quote(str(absolute))
+
+
+def banner(info: DemoInfo, directory: Path, relay: str = "relay") -> str:
+    """What to do next, printed once the demo is ready; ``relay`` is how to run the command."""
     mode = (
         "anonymous mode: no tokens, for the Microsoft 365 Agents Playground"
         if info.anonymous
         else "signed mode: one demo bot; every token is checked for real"
     )
-    dir_opt = "" if directory == DEFAULT_DIR else f" --dir {directory}"
+    chat = f"{relay} chat" + (
+        "" if directory == DEFAULT_DIR else f" --dir {shlex.quote(str(directory))}"
+    )
     lines = [
         f"relay demo is running ({mode})",
         f"  relay     {info.messages_url}",
@@ -224,8 +289,8 @@ def banner(info: DemoInfo, directory: Path) -> str:
         f"  state     {directory}/",
         "",
         "Next, in another terminal:",
-        f"  relay chat{dir_opt}           a 1:1 chat with the demo bot (answers stream)",
-        f"  relay chat{dir_opt} --group   a group chat: begin a message with '@bot ' to mention it",
+        f"  {chat}           a 1:1 chat with the demo bot (answers stream)",
+        f"  {chat} --group   a group chat: begin a message with '@bot ' to mention it",
         "  Try: 'How do I restart the print spooler?', then '/smart why?', '/reset', '/help'.",
     ]
     if info.anonymous:
@@ -247,7 +312,7 @@ async def serve_demo(env: DemoEnvironment, *, out: Any = sys.stdout) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         info = await env.start()
-        print(banner(info, env.directory), file=out, flush=True)
+        print(banner(info, env.directory, relay_command()), file=out, flush=True)
         await stop.wait()
         print("\nrelay demo: stopping…", file=out, flush=True)
     finally:
@@ -272,6 +337,9 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     try:
         asyncio.run(serve_demo(env))
+    except DemoAlreadyRunning as exc:
+        print(f"relay demo: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"relay demo: cannot start: {exc} (is the port in use? try --port)", file=sys.stderr)
         return 1

@@ -19,7 +19,7 @@ import sys
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -29,7 +29,7 @@ from pydantic import SecretStr
 
 from relay.devtools.chat import ChatClient, ChatError, NoAnswer
 from relay.devtools.chat_repl import TerminalView
-from relay.devtools.demo import DEMO_FILE, DemoInfo
+from relay.devtools.demo import DEMO_FILE, DemoInfo, relay_command
 from relay.devtools.demo_script import DOCS_URL
 
 START_TIMEOUT = 30.0
@@ -41,6 +41,7 @@ class DemoProcess:
     proc: subprocess.Popen[bytes]
     directory: Path
     log: Path
+    started: float = field(default_factory=time.monotonic)
 
     def info(self) -> DemoInfo:
         return DemoInfo.load(self.directory)
@@ -217,3 +218,87 @@ async def test_anonymous_demo_answers_unsigned_and_stops_cleanly(tmp_path: Path)
     assert code == 0, running.output()
     assert not (running.directory / DEMO_FILE).exists()
     assert "relay demo: stopped" in running.output()
+
+
+def test_a_second_demo_on_the_same_directory_refuses_and_leaves_the_first_running(
+    fast_demo: DemoProcess,
+) -> None:
+    before = fast_demo.info()
+    second = subprocess.run(
+        [sys.executable, "-m", "relay", "demo", "--dir", str(fast_demo.directory)],
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT,
+        cwd=fast_demo.directory.parent,
+    )
+    assert second.returncode == 1
+    assert second.stdout == ""
+    [line] = second.stderr.splitlines()
+    assert line.startswith(f"relay demo: a demo is already running in {fast_demo.directory}/")
+    assert f"pid {before.pid}" in line
+    assert fast_demo.proc.poll() is None
+    assert fast_demo.info() == before  # demo.json (and the state beside it) untouched
+
+
+async def test_the_first_demo_still_answers_after_a_refused_second_one(
+    fast_demo: DemoProcess,
+) -> None:
+    async with ChatClient(fast_demo.info()) as chat:
+        answer = await chat.send("still there?", timeout=ANSWER_TIMEOUT)
+    assert "You asked: **still there?**" in answer.text
+
+
+def _banner_command(demo: DemoProcess, suffix: str) -> str:
+    """The `… chat …` line of the banner, as printed (the words before the explanation)."""
+    for line in demo.output().splitlines():
+        command = line.strip().split("   ")[0]
+        if " chat" in command and command.endswith(suffix):
+            return command
+    raise AssertionError(f"no chat{suffix} command in the banner:\n{demo.output()}")
+
+
+def test_the_banner_commands_run_as_typed_and_hint_at_empty_messages(
+    fast_demo: DemoProcess,
+) -> None:
+    command = _banner_command(fast_demo, "--group")
+    typed = "\n@bot\n/quit\n"  # an empty line, a bare mention, then quit: no answer awaited
+    started = time.monotonic()
+    # The banner line, run by a shell exactly as a user would type it.
+    done = subprocess.run(  # noqa: S602
+        command,
+        shell=True,
+        input=typed,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=fast_demo.directory.parent,  # where the demo was started, as a user would be
+    )
+    assert done.returncode == 0, done.stderr
+    assert "relay chat: a group chat with Neo Demo" in done.stdout
+    assert "(nothing sent: type a question, or /help)" in done.stdout
+    assert "(nothing sent: a mention needs a question" in done.stdout
+    assert time.monotonic() - started < 15  # hints come at once, not after an answer timeout
+
+
+def test_the_registry_reload_reads_the_demos_own_environment(demo: DemoProcess) -> None:
+    # The reloader checks bots.toml every 5 s; its secret_env lives only in the demo's settings.
+    time.sleep(max(0.0, demo.started + 6.5 - time.monotonic()))
+    assert demo.proc.poll() is None
+    assert "bot registry" not in demo.output(), demo.output()
+
+
+def test_the_printed_relay_command_is_the_one_that_was_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = tmp_path / ".venv" / "bin" / "relay"  # what `make demo` runs; not on PATH
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(sys, "argv", [str(script), "demo"])
+    assert relay_command() == ".venv/bin/relay"
+    monkeypatch.setenv("PATH", str(script.parent))  # an activated venv
+    assert relay_command() == "relay"
+    monkeypatch.setattr(sys, "argv", ["/somewhere/relay/__main__.py", "demo"])
+    assert relay_command().endswith(" -m relay")
