@@ -37,6 +37,7 @@ from relay.registry_fields import (
     CERTIFICATE_FIELDS,
     Branding,
     CertificateCredential,
+    check_known_fields,
     parse_branding,
     parse_certificate,
 )
@@ -106,6 +107,15 @@ class BotConfig(BaseModel):
         return self.tenant_id
 
 
+BOT_FIELDS = frozenset(
+    {"app_id", "app_type", "tenant_id", "name", "secret_env", "secret_file", "branding"}
+    | CERTIFICATE_FIELDS
+)
+# Entra client secrets are 40 characters; anything this short is a leftover test value, and
+# masking it in error text would garble ordinary words.
+MIN_CLIENT_SECRET_LENGTH = 16
+
+
 def _parse_bot(
     index: int, raw: Any, base_dir: Path, env: dict[str, str], credentials: bool = True
 ) -> BotConfig:
@@ -119,6 +129,8 @@ def _parse_bot(
             "secrets must not be inline; use secret_env (an environment variable name) "
             "or secret_file (a path)",
         )
+    # Before anything else: a misspelt `secret_envv` is an unknown field, not a missing secret_env.
+    check_known_fields(key, raw, BOT_FIELDS)
     app_id = str(raw.get("app_id", "")).strip()
     if not app_id:
         raise ConfigError(f"{key}.app_id", "missing")
@@ -143,10 +155,6 @@ def _parse_bot(
     branding = None
     if "branding" in raw:
         branding = parse_branding(f"{key}.branding", raw["branding"], base_dir)
-    known = {"app_id", "tenant_id", "name", "secret_env", "secret_file", "branding"}
-    unknown = set(raw) - known - CERTIFICATE_FIELDS
-    if unknown:
-        raise ConfigError(f"{key}", f"unknown field(s): {', '.join(sorted(unknown))}")
     return BotConfig(
         app_id=BotId(app_id.lower()),
         app_type=app_type,
@@ -196,8 +204,15 @@ def _resolve_secret(
         raise ConfigError(f"{key}.secret_env", "missing: give secret_env or secret_file")
     else:
         return None
+    source = f"{key}.secret_env" if raw.get("secret_env") else f"{key}.secret_file"
     if _is_placeholder(value):
-        raise ConfigError(f"{key}.secret_env", "the secret is still a placeholder value")
+        raise ConfigError(source, "the secret is still a placeholder value")
+    if len(value) < MIN_CLIENT_SECRET_LENGTH:
+        raise ConfigError(
+            source,
+            f"the secret is {len(value)} characters, too short to be a real client secret "
+            f"(Entra's are 40); is it a placeholder?",
+        )
     return SecretStr(value)
 
 

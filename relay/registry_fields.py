@@ -12,8 +12,9 @@ but the error type.
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -70,13 +71,26 @@ class Branding(BaseModel):
     outline_icon: Path | None = None
 
 
+def check_known_fields(key: str, raw: Mapping[str, Any], known: Iterable[str]) -> None:
+    """Refuse fields the registry does not define, naming each (with the nearest known name)."""
+    names = sorted(known)
+    unknown = sorted(set(raw) - set(names))
+    if not unknown:
+        return
+    described, guessed = [], True
+    for field in unknown:
+        near = difflib.get_close_matches(field, names, n=1, cutoff=0.6)
+        described.append(f"{field!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+        guessed = guessed and bool(near)
+    text = ("unknown field " if len(unknown) == 1 else "unknown fields ") + ", ".join(described)
+    raise ConfigError(key, text if guessed else f"{text}; known fields: {', '.join(names)}")
+
+
 def parse_branding(key: str, raw: Any, base_dir: Path) -> Branding:
     """Validate a ``[bots.branding]`` table; ``key`` prefixes every error."""
     if not isinstance(raw, Mapping):
         raise ConfigError(key, "must be a table/object")
-    unknown = set(raw) - set(Branding.model_fields)
-    if unknown:
-        raise ConfigError(key, f"unknown field(s): {', '.join(sorted(unknown))}")
+    check_known_fields(key, raw, Branding.model_fields)
     values: dict[str, Any] = {}
     for name, value in raw.items():
         if not isinstance(value, str):

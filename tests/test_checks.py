@@ -6,6 +6,10 @@ managed-identity bots — and the Neo emulator, over real HTTP on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +17,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from relay.checks import readable
 from relay.cli import main
 from relay.devtools.issuer import LocalIssuer
 from relay.devtools.neo_emulator import NeoEmulator
@@ -182,3 +187,60 @@ async def test_relay_check_configuration_error_exits_2(
     captured = capsys.readouterr()
     assert "NEO_API_KEY" in captured.err
     assert "FAIL" in captured.out
+
+
+def test_an_unreachable_token_service_is_one_readable_line_without_chatter(
+    tmp_path: Path,
+) -> None:
+    # A fresh process, as a user runs it: nothing but the table may reach the terminal.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # nothing listens here once the socket is closed
+    (tmp_path / "bots.toml").write_text(
+        f'[[bots]]\napp_id = "{BOT_A.app_id}"\ntenant_id = "{BOT_A.tenant_id}"\n'
+        'name = "Contoso"\nsecret_env = "CHECK_SECRET_A"\n'
+    )
+    env = {
+        "PATH": os.environ["PATH"],
+        "CHECK_SECRET_A": BOT_A.secret,
+        "NEO_API_KEY": NEO_KEY,
+        "RELAY_LOGIN_URL": f"https://127.0.0.1:{closed}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "relay", "bots", "check", "--bots-file", "bots.toml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert done.returncode == 1
+    assert done.stderr == ""  # no retry warnings, no traceback
+    header, row, summary = done.stdout.splitlines()
+    assert header.startswith("BOT ")
+    assert row.startswith(BOT_A.app_id)
+    assert row.endswith(f"FAIL    cannot reach 127.0.0.1:{closed}: Connection refused")
+    assert summary == "0 ok, 1 failed"
+
+
+def test_readable_keeps_the_host_and_the_innermost_reason_or_entras_words() -> None:
+    refused = (
+        "ConnectionError: HTTPSConnectionPool(host='login.invalid', port=443): Max retries "
+        "exceeded with url: /t/v2.0/.well-known/openid-configuration (Caused by "
+        "NameResolutionError(\"HTTPSConnection(host='login.invalid', port=443): Failed to "
+        "resolve 'login.invalid' ([Errno -2] Name or service not known)\"))"
+    )
+    assert readable(refused) == "cannot reach login.invalid:443: Name or service not known"
+    entra = (
+        "invalid_client: AADSTS7000215: Invalid client secret provided. Trace ID: 1f2e "
+        "Correlation ID: 3d4c Timestamp: 2026-11-20 10:00:00Z"
+    )
+    assert readable(entra) == "invalid_client: AADSTS7000215: Invalid client secret provided."
+
+
+async def test_relay_check_says_what_passed_once(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await env.run("check", "--bots-file", str(env.tmp / "bots.toml")) == 0
+    out = capsys.readouterr().out
+    assert "ok ok" not in " ".join(out.split())

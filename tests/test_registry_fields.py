@@ -84,7 +84,7 @@ def test_certificate_from_file_or_env(tmp_path: Path) -> None:
             f'certificate_thumbprint = "{THUMB}"\ncertificate_key_file = "k.pem"\n'
             'certificate_passphrase = "x"',
             "bots[0]",
-            "unknown field(s): certificate_passphrase",
+            "unknown field 'certificate_passphrase'",
         ),
     ],
 )

@@ -20,6 +20,11 @@ from typing import TextIO
 from relay.devtools.chat import Answer, ChatClient, ChatError, NoAnswer
 from relay.devtools.demo import DEFAULT_DIR, DemoInfo, DemoNotRunning
 
+CHAT_DESCRIPTION = """\
+Play the Teams side of a running `relay demo`: each line you type is posted to the relay as a
+Teams message (signed like Teams signs it, unless the demo is --anonymous) and the answer is
+shown as it streams, with its progress lines and sources. Relay commands (/reset, /new,
+/smart <question>, /help) are typed as messages; /image <path> [question] pastes an image."""
 UNMENTIONED_WAIT = 3.0  # long enough to show that an unmentioned group message stays unanswered
 HELP = """\
 Type a message and press Enter. Relay commands are typed as messages: /reset (new Neo session),
@@ -186,7 +191,9 @@ def run_chat(args: argparse.Namespace) -> int:
 
 
 def add_chat_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dir", default=str(DEFAULT_DIR), help="demo directory (%(default)s)")
+    parser.add_argument(
+        "--dir", default=str(DEFAULT_DIR), help="the directory the demo was started with"
+    )
     parser.add_argument(
         "--group", action="store_true", help="a group chat: '@bot ' at the start mentions the bot"
     )

@@ -53,6 +53,14 @@ DEMO_BOT_NAME = "Neo Demo"
 DEMO_SERVICE_URLS = "http://127.0.0.1,http://localhost"
 
 
+DEMO_DESCRIPTION = """\
+Run the real relay on 127.0.0.1 with a local Neo API emulator (scripted, streamed answers) and,
+unless --anonymous, a local token issuer with one demo bot, so every Bot Framework token is
+checked for real. Then talk to it with `relay chat` in another terminal, or (--anonymous) with
+the Microsoft 365 Agents Playground. State lives in --dir and is reset at each start; one demo
+per directory."""
+
+
 class DemoNotRunning(Exception):
     """No usable ``demo.json``: ``relay demo`` is not running in that directory."""
 
@@ -348,8 +356,12 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dir", default=str(DEFAULT_DIR), help="state directory (%(default)s)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="relay port (%(default)s)")
+    parser.add_argument(
+        "--dir", default=str(DEFAULT_DIR), help="state directory (demo.json, relay.db, bots.toml)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="relay port (the Playground's default)"
+    )
     parser.add_argument(
         "--anonymous",
         action="store_true",
@@ -359,6 +371,6 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         "--chunk-delay",
         type=float,
         default=DEFAULT_CHUNK_DELAY,
-        help="seconds between streamed chunks (%(default)s)",
+        help="seconds between streamed chunks of an answer",
     )
-    parser.add_argument("--log-level", default="INFO", help="relay log level (%(default)s)")
+    parser.add_argument("--log-level", default="INFO", help="relay log level")

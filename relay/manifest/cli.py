@@ -15,9 +15,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from relay.cli_help import add_bots_file, add_command
 from relay.config import BotConfig, load_bots
 from relay.errors import ConfigError
-from relay.manifest.build import MANIFEST_VERSION, AppPackage, build_package, effective_branding
+from relay.manifest.build import (
+    MANIFEST_EXTRA,
+    MANIFEST_VERSION,
+    AppPackage,
+    build_package,
+    effective_branding,
+)
 
 _FLAGS = (
     ("short_name", "short app name (≤ 30)"),
@@ -36,17 +43,36 @@ _FLAGS = (
 )
 
 
+BUILD_DESCRIPTION = f"""\
+Write one Teams app package (manifest.json + two icons, zipped) per registered bot, ready to
+upload in Teams admin or Developer Portal. Names, descriptions, URLs, colour and icons come from
+each bot's [bots.branding] table; the options below override them for every selected bot.
+Every package is validated against the official manifest schema v{MANIFEST_VERSION} before any
+is written. Secrets are not read, so this runs where no credential is available. Needs the
+manifest extra: {MANIFEST_EXTRA}"""
+
+
 def add_parser(sub: Any) -> None:
     """Register ``manifest build`` on the top-level subparsers of relay/cli.py."""
-    manifest = sub.add_parser("manifest", help="Teams app packages for the registered bots")
-    msub = manifest.add_subparsers(dest="manifest_command", required=True)
-    build = msub.add_parser(
+    manifest = sub.add_parser(
+        "manifest",
+        help="Teams app packages for the registered bots",
+        description="Commands that make Teams app packages.",
+    )
+    msub = manifest.add_subparsers(dest="manifest_command", required=True, metavar="COMMAND")
+    build = add_command(
+        msub,
         "build",
-        help=f"write one Teams app package (manifest v{MANIFEST_VERSION}) per bot",
-        description=f"Build Teams app packages (manifest schema v{MANIFEST_VERSION}).",
+        summary=f"write one Teams app package (manifest v{MANIFEST_VERSION}) per bot",
+        description=BUILD_DESCRIPTION,
+        settings="RELAY_BOTS_FILE (or --bots-file); nothing else",
+        exit_codes=[
+            (0, "every package written"),
+            (2, "a registry or branding problem: one line names the field; nothing written"),
+        ],
     )
     build.add_argument("--bot", help="only this bot (its Entra app id)")
-    build.add_argument("--bots-file", type=Path, help="registry file (default: RELAY_BOTS_FILE)")
+    add_bots_file(build)
     build.add_argument("--out", type=Path, default=Path("build/teams-apps"), help="output folder")
     build.add_argument("--public-host", help="the relay's public host name, added to validDomains")
     for name, text in _FLAGS:

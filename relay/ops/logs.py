@@ -47,6 +47,12 @@ def register_secrets(values: Iterable[str]) -> None:
             _KNOWN_SECRETS.add(value)
 
 
+def mask(text: str, secret: str) -> str:
+    """``text`` with ``secret`` replaced by ``***``, if it is long enough to be one (masking a
+    one-letter "secret" would garble every word holding that letter)."""
+    return text.replace(secret, "***") if len(secret) >= _MIN_SECRET_LEN else text
+
+
 def bot_secret_values(bots: Iterable[BotConfig]) -> list[str]:
     """The bots' secrets and the body lines of their certificate private keys."""
     values: list[str] = []

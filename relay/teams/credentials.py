@@ -29,6 +29,7 @@ from botframework.connector.auth import (
 from relay.config import BOT_FRAMEWORK_SCOPE, PUBLIC_LOGIN_URL, AppType, BotConfig, Settings
 from relay.domain import BotId
 from relay.errors import CredentialError, RetryableError
+from relay.ops.logs import mask
 from relay.registry import BotRegistry
 from relay.retry import TOKEN, retry_call
 
@@ -235,9 +236,7 @@ class TokenProvider:
     def _error(bot: BotConfig, error: str, description: str) -> CredentialError:
         text = " ".join(f"{error}: {description}".split())
         if bot.secret is not None:  # never let the secret reach logs or exception text
-            secret = bot.secret.get_secret_value()
-            if secret:
-                text = text.replace(secret, "***")
+            text = mask(text, bot.secret.get_secret_value())
         if len(text) > _MAX_ERROR_TEXT:
             text = text[:_MAX_ERROR_TEXT] + "…"
         return CredentialError(

@@ -218,7 +218,10 @@ def test_registry_branding_rejects_unknown_fields(tmp_path: Path) -> None:
     from relay.errors import ConfigError
 
     path = registry(tmp_path, branding=BRANDING + 'shortname = "typo"\n')
-    with pytest.raises(ConfigError, match=r"bots\[0\]\.branding: unknown field\(s\): shortname"):
+    with pytest.raises(
+        ConfigError,
+        match=r"bots\[0\]\.branding: unknown field 'shortname' \(did you mean 'short_name'\?\)",
+    ):
         load_bots(path, credentials=False)
     path = registry(tmp_path, branding=BRANDING.replace('"2.1.0"', "2"))
     with pytest.raises(ConfigError, match=r"branding\.version: must be a string"):
