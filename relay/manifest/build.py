@@ -48,7 +48,7 @@ REQUIRED = ("developer_name", "website_url", "privacy_url", "terms_of_use_url")
 COMMANDS = (
     ("/new", "Start a new conversation with a fresh context"),
     ("/reset", "Forget this conversation and start over"),
-    ("/smart", "Use the most capable model for your next question"),
+    ("/smart", "Answer the question typed after it with the most capable model"),
     ("/help", "Show what this assistant can do and the available commands"),
 )
 _SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")

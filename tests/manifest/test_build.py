@@ -246,3 +246,15 @@ def test_without_the_manifest_extra_the_command_says_what_to_install(
     assert err.count("\n") == 0
     assert "pip install 'neo-teams-relay[manifest]'" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_command_descriptions_say_what_each_command_does(tmp_path: Path) -> None:
+    registry(tmp_path)
+    assert build(tmp_path, "--bot", BOT_1) == 0
+    [package] = (tmp_path / "out").glob("*.zip")
+    manifest, _ = read_package(package)
+    [command_list] = manifest["bots"][0]["commandLists"]  # type: ignore[index]
+    described = {c["title"]: c["description"] for c in command_list["commands"]}
+    # /smart answers the question typed after it (relay/commands.py), not the next one.
+    assert "question typed after it" in described["/smart"]
+    assert "next question" not in " ".join(described.values())
