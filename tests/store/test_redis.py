@@ -11,7 +11,6 @@ a newcomer depends on runs in every CI run.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from tests.fakes.redis_server import (
     RedisServer,
     answers,
     bundled_redis_executable,
+    free_port,
     redis_server_executable,
     start_or_find,
     start_private,
@@ -116,7 +116,7 @@ def test_without_redis_on_path_or_port_the_bundled_server_is_started(
     empty = tmp_path / "bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))  # no redis-server on PATH
-    monkeypatch.setenv(PORT_ENV, str(_unused_port()))  # nothing answers where it looks first
+    monkeypatch.setenv(PORT_ENV, str(free_port()))  # nothing answers where it looks first
     assert redis_server_executable() == bundled_redis_executable()
     server = start_or_find(tmp_path)
     try:
@@ -144,9 +144,3 @@ async def test_the_store_works_on_the_bundled_server(tmp_path: Path) -> None:
     finally:
         await store.close()
         server.stop()
-
-
-def _unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
