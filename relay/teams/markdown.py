@@ -25,6 +25,7 @@ __all__ = [
     "append_paragraph",
     "close_open_fence",
     "is_fence_close",
+    "is_paragraph_line",
     "match_fence_open",
     "strip_code_spans",
     "to_teams_markdown",
@@ -190,6 +191,7 @@ _QUOTE_PREFIX = re.compile(r"^((?: {0,3}>[ \t]?)*)(.*)$", re.DOTALL)
 _ATX_HEADING = re.compile(r"^ {0,3}#{1,6}(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
 _THEMATIC_BREAK = re.compile(r"^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$")
 _SETEXT_UNDERLINE = re.compile(r"^ {0,3}(?:=+|-+)[ \t]*$")
+_INDENTED_CODE = re.compile(r"^(?: {4}|\t| {1,3}\t)")
 _LIST_ITEM = re.compile(r"^[ \t]*(?:[-+*]|\d{1,9}[.)])(?:[ \t]|$)")
 _TASK_ITEM = re.compile(r"^([ \t]*[-+*][ \t]+)\[([ xX])\](?=[ \t]|$)")
 _TABLE_DELIMITER = re.compile(r"^[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$")
@@ -217,7 +219,8 @@ def _bold_line(content: str) -> str:
     return f"**{inner}**" if inner.strip() else ""
 
 
-def _is_paragraph_line(line: str) -> bool:
+def is_paragraph_line(line: str) -> bool:
+    """A line that continues or starts a paragraph (not a list, quote, heading, code)."""
     return bool(
         line.strip()
         and not line.startswith(("    ", "\t"))
@@ -348,6 +351,7 @@ def _render(md: str) -> RenderedText:
     cards: list[dict[str, Any]] = []
     fence: Fence | None = None
     i = 0
+    in_list = False  # an indented line after a list item continues the item, it is not code
     while i < len(lines):
         line = lines[i]
         if fence is not None:
@@ -360,6 +364,17 @@ def _render(md: str) -> RenderedText:
         if fence is not None:
             out.append(line)
             i += 1
+            continue
+        after_blank = i == 0 or not lines[i - 1].strip()
+        if line.strip() and not line.startswith((" ", "\t")):
+            in_list = bool(_LIST_ITEM.match(line)) or (in_list and not after_blank)
+        elif _LIST_ITEM.match(line):
+            in_list = True
+        if after_blank and not in_list and _INDENTED_CODE.match(line):
+            # An indented code block (CommonMark §4.4): verbatim, like a fenced one.
+            while i < len(lines) and (_INDENTED_CODE.match(lines[i]) or not lines[i].strip()):
+                out.append(lines[i])
+                i += 1
             continue
         header = _table_header(lines, i)
         if header is not None:
@@ -377,14 +392,12 @@ def _render(md: str) -> RenderedText:
             out.extend(_table_fallback(header, rows))
             i = j
             continue
-        if (
-            i + 1 < len(lines)
-            and _SETEXT_UNDERLINE.match(lines[i + 1])
-            and _is_paragraph_line(line)
-            and (i == 0 or not _is_paragraph_line(lines[i - 1]))
-        ):
-            out.append(_bold_line(line))  # "Title\n===" is a heading too
-            i += 2
+        if i > 0 and _SETEXT_UNDERLINE.match(line) and is_paragraph_line(lines[i - 1]):
+            # "Title\n===" is a setext heading. Bolding "Title" would rewrite a line that may
+            # already have been streamed (§1.1 prefix rule), so the title stays as written and
+            # the underline becomes the paragraph break it visually is.
+            out.append("")
+            i += 1
             continue
         out.append(_render_line(line))
         i += 1

@@ -68,7 +68,8 @@ def test_headings_become_bold_lines() -> None:
         "**Six**",
         "#hashtag",
         "",
-        "**Setext**",
+        "Setext",  # a setext title stays as streamed: bolding it later would break the prefix
+        "",
     ]
 
 

@@ -24,7 +24,7 @@ from relay.domain import BotId, ConversationId, Reply, make_turn_id
 from relay.store import open_store
 from relay.teams.render import final_message_payload
 from relay.teams.stream import NO_ANSWER
-from relay.teams.stream_text import safe_cuts, streamable_text
+from relay.teams.stream_text import streamable_text
 from tests.fakes.harness import BOT_A, Harness, close_harness, make_harness
 from tests.teams.stream_support import NeoGate, text_chunks
 
@@ -229,11 +229,6 @@ def test_streamable_text_is_prefix_stable(blocks: list[str], cut: int) -> None:
     final = final_message_payload(Reply(text_parts=[full]))[0].text
     assert later.startswith(early)
     assert final.startswith(later)
-
-
-def test_safe_cuts_skip_blank_lines_inside_code() -> None:
-    text = "a\n\n```\nx\n\ny\n```\n\nb"
-    assert [text[:c] for c in safe_cuts(text)] == ["a\n\n", "a\n\n```\nx\n\ny\n```\n\n"]
 
 
 # ------------------------------------------------------------------------------------------------
