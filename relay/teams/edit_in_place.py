@@ -118,7 +118,9 @@ class EditInPlaceSink:
 
     async def finish(self, reply: Reply) -> None:
         await self._stop_sender()
-        payloads = final_message_payload(reply, limit_bytes=self._limit)
+        payloads = final_message_payload(
+            reply, limit_bytes=self._limit, reference=self._turn.chat_turn_id
+        )
         await self._deliver(payloads[0], payloads[1:], "pieces_sent")
 
     async def fail(self, message: str) -> None:

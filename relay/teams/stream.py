@@ -81,13 +81,14 @@ from relay.teams.citations import (
 )
 from relay.teams.connector import BotConnector, SendResult
 from relay.teams.delivery import TYPING_REFRESH_SECONDS, TypingKeeper, send_pieces
-from relay.teams.markdown import append_paragraph
+from relay.teams.markdown import append_paragraph, to_teams_markdown
 from relay.teams.render import (
     MESSAGE_LIMIT_BYTES,
     MessagePayload,
     final_message_payload,
 )
-from relay.teams.stream_text import remainder_payloads, streamable_text
+from relay.teams.stream_cut import StreamCutter
+from relay.teams.stream_text import remainder_payloads
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ class TeamsStream:
         self._timing = timing
         self._typing = TypingKeeper(turn, connector, timing.typing_refresh)
         self._reply: Reply | None = None
+        self._cutter = StreamCutter(timing.text_limit_bytes)
         self._wake = asyncio.Event()  # new reply data, or stop
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -301,21 +303,25 @@ class TeamsStream:
             self._typing.start()  # the agent is still working: keep the user informed
 
     async def _pump(self) -> None:
-        settle = self._timing.interval / 4  # buffer tokens briefly instead of chasing each chunk
+        """Send each update at the first moment pacing allows once there is something new.
+
+        No polling: the loop sleeps until the pacing window opens, then until :meth:`update`
+        brings new chunks; text is cut only when it may be sent (its cost stays with the
+        pacing cadence, not with the chunk rate)."""
         while self.phase is Phase.OPEN and not self._stop.is_set():
-            self._wake.clear()
             now = time.monotonic()
             left = self._started + self._timing.max_seconds - now if self.stream_id else None
             if left is not None and left <= 0:
                 await self._close_early()
                 return
+            if self._not_before > now:
+                pause = self._not_before - now
+                await self._wait(self._stop, pause if left is None else min(pause, left))
+                continue
+            self._wake.clear()
             nxt = await self._next_update()
             if nxt is None:
                 await self._wait(self._wake, left)
-                await self._wait(self._stop, settle)
-            elif self._not_before > now:
-                pause = self._not_before - now
-                await self._wait(self._stop, pause if left is None else min(pause, left))
             else:
                 await self._send_update(*nxt)
 
@@ -325,7 +331,7 @@ class TeamsStream:
             return None
         candidate = None
         if reply is not None and not self._diverged:
-            candidate = streamable_text(reply.text, self._timing.text_limit_bytes)
+            candidate = self._cutter.advance(reply.text)
         if candidate and candidate != shown:
             if candidate.startswith(shown):
                 return "streaming", candidate
@@ -461,7 +467,7 @@ class TeamsStream:
         reply = self._reply
         text = self._shown or ""
         if reply is not None and not self._diverged:
-            candidate = streamable_text(reply.text, self._timing.text_limit_bytes)
+            candidate = self._cutter.advance(reply.text)
             text = candidate if candidate and candidate.startswith(text) else text
         entities: list[dict[str, Any]] = []
         if text:
@@ -476,19 +482,27 @@ class TeamsStream:
         payloads = final_message_payload(reply, **self._render_kw())
         first, rest = payloads[0], payloads[1:]
         shown = self._shown or ""
-        if not first.text.startswith(shown):
-            # Teams 403s a final that does not start with the streamed text (§1.1): close with
-            # exactly that text, then replace the message in place (teams.py does the same).
-            if await self._send_final(MessagePayload(shown, [ai_message_entity([])])):
-                # Journal the plan first: a resumed run must not re-send what the replace shows.
+        if first.text.startswith(shown):
+            if await self._send_final(first):
                 self._delivery["plan"] = "rest"
                 await self._save()
-                await self._replace_in_place(first)
                 await self._send_follow_ups(rest)
                 return
-        elif await self._send_final(first):
+        elif to_teams_markdown(reply.text).text.startswith(shown):
+            # A long answer whose first piece ends before the streamed words (pieces end at
+            # paragraphs): close with exactly the streamed text, the rest follows (§1.1).
+            cited, citations = build_citations(shown, reply.sources)
+            entity = ai_message_entity(citations if cited == shown else [])
+            if await self._send_final(MessagePayload(shown, [entity])):
+                self._delivery["plan"] = "remainder"
+                await self._save()
+        # Teams 403s a final that does not start with the streamed text (§1.1): close with
+        # exactly that text, then replace the message in place (teams.py does the same).
+        elif await self._send_final(MessagePayload(shown, [ai_message_entity([])])):
+            # Journal the plan first: a resumed run must not re-send what the replace shows.
             self._delivery["plan"] = "rest"
             await self._save()
+            await self._replace_in_place(first)
             await self._send_follow_ups(rest)
             return
         if self._cancel_error is not None:
@@ -549,6 +563,7 @@ class TeamsStream:
             self._turn.ref,
             payload.text,
             entities=[OpenEntity(e) for e in payload.entities],
+            attachments=payload.attachments,
             channel_data=payload.channel_data,
         )
         stream_id = self.stream_id
@@ -573,7 +588,10 @@ class TeamsStream:
     # -- outside the stream ------------------------------------------------------------------------
 
     def _render_kw(self) -> dict[str, Any]:
-        return {"limit_bytes": self._timing.message_limit_bytes}
+        return {
+            "limit_bytes": self._timing.message_limit_bytes,
+            "reference": self._turn.chat_turn_id,
+        }
 
     async def _send_follow_ups(self, payloads: list[MessagePayload]) -> None:
         await send_pieces(self._turn, self._connector, self._store, payloads, self._delivery)
@@ -585,6 +603,7 @@ class TeamsStream:
             return
         self._delivery["plan"] = "remainder"
         limit = self._timing.message_limit_bytes
+        reference = self._turn.chat_turn_id
         await self._send_follow_ups(
-            remainder_payloads(reply, self._shown, self._shown_chars, limit)
+            remainder_payloads(reply, self._shown, self._shown_chars, limit, reference)
         )

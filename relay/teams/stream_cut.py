@@ -46,8 +46,13 @@ _ENTITY_CHAR = re.compile(r"[#A-Za-z0-9]")
 _MAX_TAG = 200  # a "<" open this long is not a tag: stop holding text back for it
 
 
-def _is_word_end(ch: str) -> bool:
-    return ch.isspace() or _is_wide(ch)
+def _ends_word(line: str, i: int) -> bool:
+    """A cut before ``line[i]`` ends a word: after a space, or after a CJK character whose
+    follower is known and does not belong to it (CJK text has no spaces between words)."""
+    before = line[i - 1]
+    if before.isspace():
+        return True
+    return _is_wide(before) and i < len(line) and not _joins_previous(line[i])
 
 
 def _is_wide(ch: str) -> bool:
@@ -75,7 +80,7 @@ def inline_cut(line: str) -> int:
         elif top == "<":
             if ch == ">":
                 stack.pop()
-            elif ch.isspace() and ":" in line[stack[-1][1] : i] or i - stack[-1][1] > _MAX_TAG:
+            elif (ch.isspace() and ":" in line[stack[-1][1] : i]) or i - stack[-1][1] > _MAX_TAG:
                 stack.pop()  # "<https://…" with a space is no autolink; a very long "<" no tag
             i += 1
         elif top == "&":
@@ -121,9 +126,8 @@ def inline_cut(line: str) -> int:
             i += 1
         else:
             i += 1
-        if not stack and 0 < i <= n and _is_word_end(line[i - 1]):
-            if line[i - 1].isspace() or (i < n and not _joins_previous(line[i])):
-                best = i
+        if not stack and 0 < i <= n and _ends_word(line, i):
+            best = i
     return best
 
 
@@ -166,8 +170,8 @@ class StreamCutter:
         self._limit = limit_bytes
         self._src = ""  # the answer's source up to the neutral boundary
         self._out = ""  # its rendering
-        self._out_bytes = 0
         self.last = ""  # the last text returned (what may be streamed now)
+        self._full = False  # the byte limit was reached: the streamed text grows no more
 
     def advance(self, answer: str) -> str:
         """The rendered text safe to stream for ``answer`` ("" when there is none yet).
@@ -176,17 +180,25 @@ class StreamCutter:
         text already consumed, everything is recomputed and the caller checks the prefix rule.
         """
         if not answer.startswith(self._src):
-            self._src, self._out, self._out_bytes = "", "", 0
+            self._src, self._out = "", ""
         tail = answer[len(self._src) :]
         cut, neutral = _safe_cut(tail)
         if neutral:
             head = to_teams_markdown(tail[:neutral]).text
             self._src += tail[:neutral]
             self._out += head
-            self._out_bytes += _utf16(head)
             tail, cut = tail[neutral:], cut - neutral
+        if self._full:
+            return self.last
         text = (self._out + to_teams_markdown(tail[:cut]).text).rstrip()
-        if _utf16(text) <= self._limit:
+        if _utf16(text) > self._limit:
+            # Any prefix of a streamable text is a prefix of the final too: keep what fits, cut
+            # back to a safe point, and stop growing (the rest goes in the final's pieces).
+            fits = text.encode("utf-16-le", "surrogatepass")[: self._limit & ~1]
+            fits_text = fits.decode("utf-16-le", "ignore")
+            text = fits_text[: _safe_cut(fits_text)[0]].rstrip()
+            self._full = True
+        if text.startswith(self.last):
             self.last = text
         return self.last
 

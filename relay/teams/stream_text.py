@@ -37,29 +37,41 @@ def streamable_text(answer: str, limit_bytes: int) -> str:
 
 
 def remainder_payloads(
-    reply: Reply, shown: str | None, shown_chars: int, limit_bytes: int
+    reply: Reply,
+    shown: str | None,
+    shown_chars: int,
+    limit_bytes: int,
+    reference: str | None = None,
 ) -> list[MessagePayload]:
     """The answer after its first ``shown_chars`` rendered characters, as follow-up messages.
 
-    Text pieces carry the AI entity with the citations they mark and the last one the feedback
-    buttons; table cards and images follow as in :func:`final_message_payload`.
+    Text pieces carry the AI entity with the citations they mark; the last one the feedback
+    buttons and the answer's attachments, as in :func:`final_message_payload`.
     """
-    whole = final_message_payload(reply, limit_bytes=_UNLIMITED)[0]
+    whole = final_message_payload(reply, limit_bytes=_UNLIMITED, reference=reference)[0]
     full = whole.text
     if shown is not None and not full.startswith(shown):
         log.warning("answer diverged from the streamed text; sending it whole")
         shown_chars = 0
-    rest = full[shown_chars:].lstrip("\n")
+    rest = full[shown_chars:]
+    if shown_chars and rest[:1] not in ("", "\n"):
+        rest = "…" + rest.lstrip()  # the stream stopped mid-paragraph (word-by-word cuts)
+    rest = rest.lstrip("\n")
     citations = whole.entities[0].get("citation", []) if whole.entities else []
     by_position = {c["position"]: c for c in citations[:MAX_CITATIONS]}
-    extras = [p for p in final_message_payload(reply, limit_bytes=limit_bytes) if not p.text]
+    attachments = final_message_payload(reply, limit_bytes=limit_bytes)[-1].attachments
     feedback = whole.channel_data
     overhead = json.dumps([ai_message_entity(citations)], ensure_ascii=False) + json.dumps(feedback)
+    overhead += json.dumps([a for a in attachments if "content" in a], ensure_ascii=False)
     budget = max(limit_bytes - utf16_size(overhead), limit_bytes // 2)
     pieces: list[MessagePayload] = []
     for piece in split_for_teams(rest, budget):
         used = sorted(set(citation_markers(piece)) & by_position.keys())
         pieces.append(MessagePayload(piece, [ai_message_entity([by_position[n] for n in used])]))
-    if pieces:
-        pieces[-1].channel_data = feedback
-    return pieces + extras
+    if not pieces and not attachments:
+        return []
+    if not pieces:  # all text was shown: the attachments still need their message
+        pieces.append(MessagePayload("", [ai_message_entity([])]))
+    pieces[-1].channel_data = feedback
+    pieces[-1].attachments = attachments
+    return pieces

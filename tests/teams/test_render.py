@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from relay.domain import FilePart, Reply, Source
 from relay.teams.markdown import is_fence_close, match_fence_open
 from relay.teams.render import (
-    EMPTY_REPLY_TEXT,
+    NO_TEXT_ANSWER,
     ai_message_entity,
     build_citations,
     feedback_channel_data,
@@ -401,7 +401,8 @@ def test_final_payload_pieces_citations_feedback_and_cards() -> None:
     text_payloads = [p for p in payloads if p.text]
     assert len(text_payloads) >= 2
     for p in payloads:
-        wire = json.dumps([p.entities, p.channel_data], ensure_ascii=False)
+        cards = [a for a in p.attachments if "content" in a]  # base64 images do not count (§6.1)
+        wire = json.dumps([p.entities, p.channel_data, cards], ensure_ascii=False)
         size = utf16_size(p.text) + utf16_size(wire)
         assert size <= LIMIT
         assert len(p.entities) == 1
@@ -411,18 +412,18 @@ def test_final_payload_pieces_citations_feedback_and_cards() -> None:
     assert [p.channel_data for p in text_payloads] == [{}] * (len(text_payloads) - 1) + [
         {"feedbackLoop": {"type": "default"}}
     ]
-    card_payload, image_payload = payloads[len(text_payloads) :]
-    assert card_payload.text == ""
-    assert card_payload.attachments[0]["contentType"] == ("application/vnd.microsoft.card.adaptive")
-    assert card_payload.attachments[0]["content"]["version"] == "1.5"
-    assert image_payload.text == ""
-    assert image_payload.attachments[0]["contentType"] == "image/png"
-    assert "citation" not in card_payload.entities[0]
+    # One bubble: the image and the table card ride on the last text piece, nothing after it.
+    assert payloads == text_payloads
+    image, card = text_payloads[-1].attachments
+    assert image["contentType"] == "image/png"
+    assert card["contentType"] == "application/vnd.microsoft.card.adaptive"
+    assert card["content"]["version"] == "1.5"
+    assert all(p.attachments == [] for p in text_payloads[:-1])
 
 
 def test_empty_reply_gets_neutral_text() -> None:
     (payload,) = final_message_payload(Reply(), feedback_mode=None)
-    assert payload.text == EMPTY_REPLY_TEXT
+    assert payload.text == NO_TEXT_ANSWER
     assert payload.channel_data == {}
     (payload,) = final_message_payload(
         Reply(files=[FilePart("https://x.io/a.zip", "application/zip")])

@@ -123,11 +123,11 @@ async def test_two_minute_budget_closes_the_stream_and_sends_the_rest(tmp_path: 
     try:
         conv = "a:contract-cap"
         gate = await _start(h, conv, paused=False)
-        await gate.push(*text_chunks("Para one.\n\nPara two"))
+        await gate.push(*text_chunks("Para one.\n\nParatwo"))
         await h.wait_for(lambda: len(h.teams.messages(conv)) == 1, timeout=5, what="early final")
         await h.wait_for(lambda: len(h.teams.received) >= 4, what="the typing indicator")
         await gate.push(
-            *text_chunks(" continues.\n\nPara three [1].", start=False),
+            *text_chunks(" continues.\n\nParathree [1].", start=False),
             SOURCE,
             *text_chunks("", start=False, end=True)[1:],
             done=True,
@@ -136,7 +136,7 @@ async def test_two_minute_budget_closes_the_stream_and_sends_the_rest(tmp_path: 
         assert h.teams.violations == []
         assert h.teams.visible_text(conv) == [
             "Para one.",
-            "Para two continues.\n\nPara three [1].",
+            "Paratwo continues.\n\nParathree [1].",
         ]
         assert_snapshot("personal_budget", normalise(h.teams.received, conv))
     finally:

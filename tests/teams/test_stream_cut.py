@@ -146,3 +146,6 @@ def test_the_byte_limit_stops_growth() -> None:
     cutter = StreamCutter(limit_bytes=20)
     assert cutter.advance("abcd efgh ") == "abcd efgh"
     assert cutter.advance("abcd efgh ijkl mnop ") == "abcd efgh"
+    assert cutter.advance("abcd efgh ijkl mnop qrst ") == "abcd efgh"
+    cutter = StreamCutter(limit_bytes=30)  # over the limit at once: what fits, at a word
+    assert cutter.advance("abcd efgh ijkl mnop qrst uvwx ") == "abcd efgh ijkl"
