@@ -73,12 +73,28 @@ def humanize_tool_name(name: str) -> str:
     return _clean(re.sub(r"[^A-Za-z0-9]+", " ", spaced)).lower()
 
 
+_SEARCH_VERBS = ("search", "find", "lookup", "look up", "query")
+
+
 def tool_label(tool_name: str, title: str | None = None) -> str | None:
-    """The progress label for a tool: its ``title`` when given, else its humanized name."""
-    subject = _clean(title) if title and title.strip() else humanize_tool_name(tool_name)
-    if not subject:
+    """The progress label for a tool, in words a user understands.
+
+    The tool's ``title`` when the agent gave one ("Searching documentation…"); else a search
+    tool reads "Searching <what>…" and any other "Running <Readable name>…" ("getWeather" →
+    "Running Get weather…"), never the raw identifier.
+    """
+    if title and title.strip():
+        text = _clean(title)
+        text = text[0].upper() + text[1:]
+        return (text if text[-1] in ".!?…:" else f"{text}…")[:MAX_LABEL]
+    words = humanize_tool_name(tool_name)
+    if not words:
         return None
-    return f"Using {subject}…"[:MAX_LABEL]
+    for verb in _SEARCH_VERBS:
+        if words == verb or words.startswith(verb + " "):
+            rest = words[len(verb) :].strip()
+            return f"Searching {rest}…"[:MAX_LABEL] if rest else "Searching…"
+    return f"Running {words[0].upper()}{words[1:]}…"[:MAX_LABEL]
 
 
 def status_label(data: Any) -> str | None:
@@ -172,8 +188,8 @@ class ReplyAssembler:
     ``reset-step`` (v7) drops the text parts of the current step; tools, sources and files already
     seen are kept.
 
-    ``reply.progress`` gets, de-duplicated and in order: "Working…" per step ("Working (step n)…"
-    after the first), "Thinking…" on reasoning, "Using <title or humanized tool name>…" on
+    ``reply.progress`` gets, de-duplicated and in order: "Working…" at the first step (a step
+    number means nothing to a user), "Thinking…" on reasoning, :func:`tool_label` on
     tool-input-start/-available, "Waiting for approval…" on approvals, and :func:`status_label` of
     non-TIL ``data-*`` parts whose name does not mention title/citation/source/usage/feedback.
     """
@@ -240,7 +256,8 @@ class ReplyAssembler:
     def _start_step(self, chunk: dict[str, Any]) -> None:
         self._steps += 1
         self._step_start = len(self._reply.text_parts)
-        self._label("Working…" if self._steps == 1 else f"Working (step {self._steps})…")
+        if self._steps == 1:
+            self._label("Working…")  # later steps keep the label of what they do (a tool)
 
     def _finish_step(self, chunk: dict[str, Any]) -> None:
         # The SDK resets its open-part maps here, so providers may reuse ids in the next step.
