@@ -126,6 +126,24 @@ def _id_value(value: Any) -> str | None:
     return text or None
 
 
+_SNIPPET_KEYS = ("snippet", "excerpt", "summary", "description")
+
+
+def _snippet(chunk: dict[str, Any]) -> str | None:
+    """A passage of a source, if the agent sent one: the SDK has no field for it, so it is
+    looked for on the chunk and one level into ``providerMetadata`` (per provider)."""
+    places = [chunk]
+    meta = chunk.get("providerMetadata")
+    if isinstance(meta, dict):
+        places += [v for v in meta.values() if isinstance(v, dict)]
+    for place in places:
+        for key in _SNIPPET_KEYS:
+            value = place.get(key)
+            if isinstance(value, str) and value.strip():
+                return _clean(value)
+    return None
+
+
 def til_request_from_data(part_type: str, data: Any) -> ApprovalRequest | None:
     """Recognise a Neo TIL (technician-in-the-loop) approval carried in a ``data-*`` part.
 
@@ -403,6 +421,7 @@ class ReplyAssembler:
                 source_id=_req(chunk, "sourceId"),
                 url=_req(chunk, "url"),
                 title=_opt(chunk, "title"),
+                snippet=_snippet(chunk),
             )
         )
 
@@ -413,6 +432,7 @@ class ReplyAssembler:
                 media_type=_req(chunk, "mediaType"),
                 title=_opt(chunk, "title"),
                 filename=_opt(chunk, "filename"),
+                snippet=_snippet(chunk),
             )
         )
 

@@ -78,9 +78,10 @@ def _citation(position: int, source: Source) -> dict[str, Any]:
     host = urlsplit(url).hostname if url else None
     title = (source.title or "").strip()
     name = title or (source.filename or "").strip() or host or f"Source {position}"
-    # Teams shows the abstract under the name in the citation popup; without a snippet from the
-    # agent, the full title or the URL is the most useful thing to show (never empty: §6.4).
-    abstract = title if title and len(title) > _NAME_MAX else (url or source.filename or name)
+    # The popup shows the name as its headline and the abstract under it, and links the URL:
+    # the abstract is a passage of the source when the agent sent one, else the title (a URL
+    # there only repeats the link); never empty (§6.4).
+    abstract = source.snippet or title or source.filename or host or name
     appearance: dict[str, Any] = {
         "@type": "DigitalDocument",
         "name": _truncate(name, _NAME_MAX),

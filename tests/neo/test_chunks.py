@@ -368,3 +368,19 @@ def test_sources_deduped_by_source_id() -> None:
         ]
     )
     assert [s.url for s in reply.sources] == ["https://a"]
+
+
+def test_a_source_snippet_is_kept_for_the_citation_popover() -> None:
+    reply = assemble(
+        [
+            {"type": "source-url", "sourceId": "a", "url": "https://x.io", "snippet": " A  b "},
+            {
+                "type": "source-url",
+                "sourceId": "b",
+                "url": "https://y.io",
+                "providerMetadata": {"neo": {"excerpt": "From the KB"}},
+            },
+            {"type": "source-url", "sourceId": "c", "url": "https://z.io"},
+        ]
+    )
+    assert [s.snippet for s in reply.sources] == ["A b", "From the KB", None]

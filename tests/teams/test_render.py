@@ -297,7 +297,7 @@ def test_existing_markers_are_kept_and_only_cited_sources_used() -> None:
         "appearance": {
             "@type": "DigitalDocument",
             "name": "b.io",
-            "abstract": "https://b.io",
+            "abstract": "b.io",  # no title, no snippet: never the URL a second time
             "url": "https://b.io",
             "keywords": ["b.io"],
         },
@@ -331,6 +331,20 @@ def test_citations_limits_and_truncation() -> None:
         assert len(appearance["keywords"]) <= 3
         assert all(len(k) <= 28 for k in appearance["keywords"])
         assert appearance["name"].endswith("…")
+
+
+def test_citation_popover_headline_is_the_title_and_summary_a_snippet() -> None:
+    kb = "https://learn.example.com/windows/print-spooler"
+    sources = [
+        Source("s1", url=kb, title="Restart the Print Spooler", snippet="Open services.msc …"),
+        Source("s2", url=kb + "/2", title="Print Spooler troubleshooting"),
+    ]
+    _, (with_snippet, titled) = build_citations("Restart it [1] [2].", sources)
+    assert with_snippet["appearance"]["name"] == "Restart the Print Spooler"
+    assert with_snippet["appearance"]["abstract"] == "Open services.msc …"
+    assert with_snippet["appearance"]["url"] == kb
+    assert titled["appearance"]["name"] == titled["appearance"]["abstract"]
+    assert kb not in titled["appearance"]["abstract"]
 
 
 def test_source_document_without_url() -> None:
