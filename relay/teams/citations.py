@@ -10,6 +10,7 @@ source.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +31,7 @@ __all__ = [
     "build_citations",
     "citation_markers",
     "feedback_channel_data",
+    "feedback_comment",
 ]
 
 MAX_CITATIONS = 20  # per message; more is a 400 (§6.4)
@@ -144,3 +146,23 @@ def feedback_channel_data(mode: str = "default") -> dict[str, Any]:
     if mode not in ("default", "custom"):
         raise ValueError(f"feedback mode must be 'default' or 'custom', not {mode!r}")
     return {"feedbackLoop": {"type": mode}}
+
+
+def feedback_comment(action_value: dict[str, Any]) -> str:
+    """The 👎/👍 comment of a ``message/submitAction`` (§6.4), however Teams sent it.
+
+    Documented: ``actionValue.feedback`` is a JSON string ``{"feedbackText": "…"}``. Seen too:
+    the comment as plain text in ``feedback`` (not JSON), ``feedback`` as an object, and
+    ``feedbackText`` directly in ``actionValue``. None of them may lose the comment.
+    """
+    raw = action_value.get("feedback")
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return raw.strip()  # plain text: the comment itself
+    if isinstance(raw, dict):
+        raw = raw.get("feedbackText")
+    if not isinstance(raw, str):
+        raw = action_value.get("feedbackText")
+    return raw.strip() if isinstance(raw, str) else ""

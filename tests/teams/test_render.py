@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import json
 import re
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.domain import FilePart, Reply, Source
+from relay.teams.citations import feedback_comment
 from relay.teams.markdown import is_fence_close, match_fence_open
 from relay.teams.render import (
     NO_TEXT_ANSWER,
@@ -345,6 +347,23 @@ def test_citation_popover_headline_is_the_title_and_summary_a_snippet() -> None:
     assert with_snippet["appearance"]["url"] == kb
     assert titled["appearance"]["name"] == titled["appearance"]["abstract"]
     assert kb not in titled["appearance"]["abstract"]
+
+
+@pytest.mark.parametrize(
+    ("action_value", "comment"),
+    [
+        ({"reaction": "dislike", "feedback": '{"feedbackText": "Wrong printer"}'}, "Wrong printer"),
+        ({"reaction": "dislike", "feedback": "Wrong printer"}, "Wrong printer"),  # plain text
+        ({"reaction": "dislike", "feedback": {"feedbackText": "Wrong printer"}}, "Wrong printer"),
+        ({"reaction": "dislike", "feedbackText": "Wrong printer"}, "Wrong printer"),
+        ({"reaction": "dislike", "feedback": '"Wrong printer"'}, "Wrong printer"),
+        ({"reaction": "like"}, ""),
+    ],
+)
+def test_feedback_comment_is_kept_however_teams_sends_it(
+    action_value: dict[str, Any], comment: str
+) -> None:
+    assert feedback_comment(action_value) == comment
 
 
 def test_source_document_without_url() -> None:
