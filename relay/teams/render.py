@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
 from relay.domain import FilePart, Reply, ReplyOutcome
+from relay.teams.answer_card import split_at_first_table
 from relay.teams.cards import approval_card, approval_title, decidable_approvals
 from relay.teams.citations import (
     MAX_CITATIONS,
@@ -29,7 +30,6 @@ from relay.teams.citations import (
     feedback_channel_data,
 )
 from relay.teams.markdown import (
-    ADAPTIVE_CARD_CONTENT_TYPE,
     Fence,
     RenderedText,
     append_paragraph,
@@ -59,7 +59,6 @@ __all__ = [
 MESSAGE_LIMIT_BYTES = 80_000  # Microsoft's advice; the hard limit is ~100 KB (§6.1)
 MIN_LIMIT_BYTES = 64  # below this a fence close/reopen leaves no room for content
 MAX_INLINE_IMAGE_BYTES = 1024 * 1024  # pictures in bot messages: 1 MB, PNG/JPEG/GIF (§5)
-MAX_TABLE_CARDS = 5  # each card is one more activity against 7 ops/s per conversation (§0.3)
 NO_TEXT_ANSWER = "The agent finished without writing an answer."  # e.g. tools only, no text
 
 _IMAGE_MAGIC = {"image/png": b"\x89PNG", "image/jpeg": b"\xff\xd8\xff", "image/gif": b"GIF8"}
@@ -314,6 +313,9 @@ class MessagePayload:
     entities: list[dict[str, Any]] = field(default_factory=list)
     attachments: list[dict[str, Any]] = field(default_factory=list)
     channel_data: dict[str, Any] = field(default_factory=dict)
+    # The text is not the streamed rendering (its tables moved into a card): a stream's final
+    # cannot carry it (§1.1), so the streamed message is replaced by it in place.
+    in_place: bool = False
 
 
 def what_is_attached(reply: Reply, images: int) -> str:
@@ -358,8 +360,9 @@ def final_message_payload(
 ) -> list[MessagePayload]:
     """The messages that deliver ``reply``: usually one; text pieces when it is too long.
 
-    One bubble per answer: the last text piece carries the answer's attachments too — images,
-    table cards and approval cards — since only the final message of a stream may carry
+    One bubble per answer: the last text piece carries the answer's attachments too — its
+    tables in place (:func:`relay.teams.answer_card.split_at_first_table`), images and approval
+    cards — since only the final message of a stream may carry
     attachments (§1.1) and a second message after the text reads as a second answer. Every
     message carries the AI entity (each Teams message is labelled on its own); a text piece
     lists only the citations whose markers it contains; the last piece gets the feedback buttons
@@ -369,9 +372,12 @@ def final_message_payload(
     """
     rendered = to_teams_markdown(reply.text)
     images, links = file_links(reply.files)
-    text = append_paragraph(close_open_fence(rendered.text), links)
-    attachments = answer_attachments(reply, rendered, images, limit_bytes)
-    if not text.strip():
+    head, card = split_at_first_table(rendered)
+    if card is not None and utf16_size(json.dumps(card, ensure_ascii=False)) > limit_bytes // 2:
+        head, card = rendered.text, None  # too big for one card: the tables stay flattened
+    text = append_paragraph(close_open_fence(head), links)
+    attachments = ([card] if card else []) + answer_attachments(reply, images)
+    if not text.strip() and card is None:
         text = what_is_attached(reply, len(images))
     text, citations = build_citations(text, reply.sources)
     notice = stopped_early(reply, reference)
@@ -385,22 +391,16 @@ def final_message_payload(
     by_position = {citation["position"]: citation for citation in citations}
 
     payloads: list[MessagePayload] = []
-    for piece in split_for_teams(text, budget) or [NO_TEXT_ANSWER]:
+    for piece in split_for_teams(text, budget) or [text.strip()]:
         used = sorted(set(citation_markers(piece)) & by_position.keys())
         entity = ai_message_entity([by_position[n] for n in used])
         payloads.append(MessagePayload(text=piece, entities=[entity]))
+    payloads[0].in_place = card is not None
     payloads[-1].channel_data = feedback
     payloads[-1].attachments = attachments
     return payloads
 
 
-def answer_attachments(
-    reply: Reply, rendered: RenderedText, images: list[dict[str, Any]], limit_bytes: int
-) -> list[dict[str, Any]]:
-    """Images, then table cards, then approval cards: what the answer's last message carries."""
-    out = list(images)
-    for card in rendered.cards[:MAX_TABLE_CARDS]:
-        if utf16_size(json.dumps(card, ensure_ascii=False)) > limit_bytes // 4:
-            continue  # too big to ride along; the table is still readable in the text
-        out.append({"contentType": ADAPTIVE_CARD_CONTENT_TYPE, "content": card})
-    return out + [approval_card(a) for a in decidable_approvals(reply.approvals)]
+def answer_attachments(reply: Reply, images: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Images, then approval cards (one per action): what the answer's last message carries."""
+    return images + [approval_card(a) for a in decidable_approvals(reply.approvals)]

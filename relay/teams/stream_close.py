@@ -110,7 +110,7 @@ class StreamClosing(StreamState):
                 await self._save()
                 await self._send_follow_ups(rest)
                 return
-        elif to_teams_markdown(reply.text).text.startswith(shown):
+        elif not first.in_place and to_teams_markdown(reply.text).text.startswith(shown):
             # A long answer whose first piece ends before the streamed words (pieces end at
             # paragraphs): close with exactly the streamed text, the rest follows (§1.1).
             cited, citations = build_citations(shown, reply.sources)
@@ -118,8 +118,9 @@ class StreamClosing(StreamState):
             if await self._send_final(MessagePayload(shown, [entity])):
                 self._delivery["plan"] = "remainder"
                 await self._save()
-        # Teams 403s a final that does not start with the streamed text (§1.1): close with
-        # exactly that text, then replace the message in place (teams.py does the same).
+        # Teams 403s a final that does not start with the streamed text (§1.1): the agent
+        # rewrote it, or the final shows tables where flattened rows were streamed. Close with
+        # exactly the streamed text, then replace the message in place (teams.py does the same).
         elif await self._send_final(MessagePayload(shown, [ai_message_entity([])])):
             # Journal the plan first: a resumed run must not re-send what the replace shows.
             self._delivery["plan"] = "rest"

@@ -16,11 +16,21 @@ import json
 import logging
 
 from relay.domain import Reply
-from relay.teams.citations import MAX_CITATIONS, ai_message_entity, citation_markers
+from relay.teams.citations import (
+    MAX_CITATIONS,
+    ai_message_entity,
+    build_citations,
+    citation_markers,
+    feedback_channel_data,
+)
+from relay.teams.markdown import append_paragraph, to_teams_markdown
 from relay.teams.render import (
     MessagePayload,
+    answer_attachments,
+    file_links,
     final_message_payload,
     split_for_teams,
+    stopped_early,
     utf16_size,
 )
 from relay.teams.stream_cut import StreamCutter
@@ -36,6 +46,15 @@ def streamable_text(answer: str, limit_bytes: int) -> str:
     return StreamCutter(limit_bytes).advance(answer)
 
 
+def _flattened(reply: Reply, reference: str | None) -> MessagePayload:
+    """The whole answer as one text with its tables flattened, as it was streamed."""
+    text, citations = build_citations(to_teams_markdown(reply.text).text, reply.sources)
+    notice = stopped_early(reply, reference)
+    text = append_paragraph(text, notice) if notice else text
+    feedback = {} if notice else feedback_channel_data()
+    return MessagePayload(text, [ai_message_entity(citations)], channel_data=feedback)
+
+
 def remainder_payloads(
     reply: Reply,
     shown: str | None,
@@ -49,6 +68,8 @@ def remainder_payloads(
     buttons and the answer's attachments, as in :func:`final_message_payload`.
     """
     whole = final_message_payload(reply, limit_bytes=_UNLIMITED, reference=reference)[0]
+    if whole.in_place:  # tables moved into a card: continue the flattened text instead
+        whole = _flattened(reply, reference)
     full = whole.text
     if shown is not None and not full.startswith(shown):
         log.warning("answer diverged from the streamed text; sending it whole")
@@ -59,7 +80,9 @@ def remainder_payloads(
     rest = rest.lstrip("\n")
     citations = whole.entities[0].get("citation", []) if whole.entities else []
     by_position = {c["position"]: c for c in citations[:MAX_CITATIONS]}
-    attachments = final_message_payload(reply, limit_bytes=limit_bytes)[-1].attachments
+    # The flattened tables are part of the remaining text here, so no table card: only the
+    # images and approval cards still need their message.
+    attachments = answer_attachments(reply, file_links(reply.files)[0])
     feedback = whole.channel_data
     overhead = json.dumps([ai_message_entity(citations)], ensure_ascii=False) + json.dumps(feedback)
     overhead += json.dumps([a for a in attachments if "content" in a], ensure_ascii=False)

@@ -1,9 +1,9 @@
 """``relay.teams.markdown`` checked against a real CommonMark parser (markdown-it-py, tests only).
 
-The conversion rewrites only what Teams cannot render (reference teams-platform.md §6.2): headings
-become bold paragraphs, rules disappear, tables become one paragraph per row, raw HTML is shown as
-text. So, parsed by CommonMark, what the user sees must have the same blocks as what the agent
-wrote (after exactly those mappings), and every code block and code span keeps its bytes.
+The conversion rewrites only what Teams cannot render (reference teams-platform.md §6.2):
+headings become bold paragraphs, rules a line drawn in text, tables one paragraph per row, raw
+HTML is shown as text. So, parsed by CommonMark, what the user sees must have the same blocks as
+what the agent wrote (after exactly those mappings), and every code block and span keeps its bytes.
 """
 
 from __future__ import annotations
@@ -60,10 +60,10 @@ def _blocks(tokens: list[Token]) -> list[str]:
     for token in tokens:
         if depth == 0 and token.nesting >= 0:
             kind = token.type.removesuffix("_open")
-            # A heading becomes a bold line; raw HTML is shown as the text it is.
-            kind = {"heading": "paragraph", "html_block": "paragraph"}.get(kind, kind)
-            if kind != "hr":  # Teams renders no rules: the conversion drops them
-                kinds.append(kind)
+            # A heading becomes a bold line, a rule a line drawn in text (Teams renders
+            # neither), raw HTML the text it is.
+            mapping = {"heading": "paragraph", "html_block": "paragraph", "hr": "paragraph"}
+            kinds.append(mapping.get(kind, kind))
         depth += token.nesting
     return kinds
 

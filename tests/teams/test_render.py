@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.domain import FilePart, Reply, Source
+from relay.teams.answer_card import split_at_first_table
 from relay.teams.citations import feedback_comment
 from relay.teams.markdown import is_fence_close, match_fence_open
 from relay.teams.render import (
@@ -81,9 +82,10 @@ def test_heading_with_bold_inside_is_not_double_bolded() -> None:
     assert render("## **a** and **b**") == "**a and b**"
 
 
-def test_horizontal_rule_becomes_blank_line() -> None:
-    assert render("above\n\n---\n\nbelow") == "above\n\n\n\nbelow"
-    assert render("* * *") == ""
+def test_horizontal_rule_becomes_a_drawn_line() -> None:
+    assert render("above\n\n---\n\nbelow") == "above\n\n───\n\nbelow"
+    assert render("* * *") == "───"
+    assert render("- a\n\n---\n\n- b") == "- a\n\n───\n\n- b"  # two lists stay two
 
 
 def test_lists_are_kept_including_nesting() -> None:
@@ -109,7 +111,7 @@ def test_code_block_is_verbatim_with_language() -> None:
         "```python\n# not a heading\n<b>not html</b>\n| a | b |\n|---|---|\n![img](x.png)\n---\n```"
         in out
     )
-    assert to_teams_markdown(md).cards == []
+    assert to_teams_markdown(md).tables == []
 
 
 def test_indented_and_tilde_fences_are_code_too() -> None:
@@ -157,13 +159,16 @@ TABLE = (
 )
 
 
-def test_table_becomes_adaptive_card() -> None:
-    cards = to_teams_markdown(TABLE).cards
-    assert len(cards) == 1
-    card = json.loads(json.dumps(cards[0]))  # plain JSON
+def test_a_table_is_shown_once_in_place_in_the_final() -> None:
+    [payload] = final_message_payload(Reply(text_parts=[TABLE]))
+    assert payload.text == "Intro"  # the text before the table; the card goes on from there
+    assert payload.in_place  # not the streamed (flattened) text: a stream replaces it
+    [attachment] = payload.attachments
+    card = json.loads(json.dumps(attachment["content"]))  # plain JSON
     assert card["type"] == "AdaptiveCard"
     assert card["version"] == "1.5"
-    (table,) = card["body"]
+    table, after = card["body"]
+    assert after == {"type": "TextBlock", "text": "After", "wrap": True}  # after the table
     assert table["type"] == "Table"
     assert table["firstRowAsHeader"] is True
     assert [c.get("horizontalCellContentAlignment") for c in table["columns"]] == [
@@ -171,13 +176,36 @@ def test_table_becomes_adaptive_card() -> None:
         "Right",
         "Center",
     ]
-    cells = [
-        [cell["items"][0]["text"] if cell["items"] else "" for cell in row["cells"]]
-        for row in table["rows"]
+    assert [c["width"] for c in table["columns"]] == [5, 4, 6]  # sized to the content
+    header, first, second = table["rows"]
+    assert [c["items"][0]["text"] for c in header["cells"]] == ["Name", "Size", "Note"]
+    # A code cell is code: a verbatim monospace run, not Markdown.
+    assert first["cells"][2]["items"] == [
+        {
+            "type": "RichTextBlock",
+            "inlines": [{"type": "TextRun", "text": "<ok>", "fontType": "Monospace"}],
+        }
     ]
-    assert cells == [["Name", "Size", "Note"], ["a.txt", "1 KB", "<ok>"], ["b", "2", ""]]
-    assert all(row["type"] == "TableRow" for row in table["rows"])
+    assert second["cells"][2]["items"] == []
+    assert "**Name**" not in json.dumps(card)  # the flattened rows are gone: the table once
     assert all(len(row["cells"]) == len(table["columns"]) for row in table["rows"])
+
+
+def test_code_after_a_table_stays_code_in_the_card() -> None:
+    md = "| Method | Command |\n|---|---|\n| PS | `Restart-Service -Name Spooler -Force` |\n\n"
+    md += "Then:\n\n```powershell\nGet-Service *spool* | Format-List\n```\n\nDone [1]."
+    [payload] = final_message_payload(Reply(text_parts=[md]))
+    assert payload.text == ""  # the answer starts with the table
+    body = payload.attachments[0]["content"]["body"]
+    assert [b["type"] for b in body] == ["Table", "TextBlock", "Container", "TextBlock"]
+    code = body[2]["items"][0]["inlines"][0]
+    assert code == {
+        "type": "TextRun",
+        "text": "Get-Service *spool* | Format-List",
+        "fontType": "Monospace",
+    }
+    widths = [c["width"] for c in body[0]["columns"]]
+    assert widths[1] > 4 * widths[0]  # the command's column is not squeezed
 
 
 def test_table_has_readable_text_fallback() -> None:
@@ -190,7 +218,7 @@ def test_table_has_readable_text_fallback() -> None:
 
 def test_pipes_without_delimiter_row_are_not_a_table() -> None:
     assert render("a | b\nc | d") == "a | b\nc | d"
-    assert to_teams_markdown("a | b\n---").cards == []
+    assert to_teams_markdown("a | b\n---").tables == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,7 +475,7 @@ def test_final_payload_pieces_citations_feedback_and_cards() -> None:
     ]
     # One bubble: the image and the table card ride on the last text piece, nothing after it.
     assert payloads == text_payloads
-    image, card = text_payloads[-1].attachments
+    card, image = text_payloads[-1].attachments  # the tables' card continues the text
     assert image["contentType"] == "image/png"
     assert card["contentType"] == "application/vnd.microsoft.card.adaptive"
     assert card["content"]["version"] == "1.5"
@@ -520,7 +548,9 @@ _MARKDOWN = st.lists(_TOKENS | st.text(max_size=5), max_size=80).map("".join)
 def test_to_teams_markdown_is_total(md: str) -> None:
     rendered = to_teams_markdown(md)
     assert isinstance(rendered.text, str)
-    json.dumps(rendered.cards)
+    head, card = split_at_first_table(rendered)  # the final's tables-in-place card, too
+    assert rendered.text.startswith(head)
+    json.dumps(card)
 
 
 @settings(max_examples=200, deadline=None)
