@@ -186,3 +186,71 @@ async def test_an_abort_keeps_the_streamed_words_and_says_it_stopped(harness: Ha
     assert await _metric(harness, "cancelled") == 1
     assert await _metric(harness, "delivered") == 0
     assert harness.teams.violations == []
+
+
+TABLE_ANSWER = (
+    "You can restart it in two ways.\n\n"
+    "| Method | Command |\n|---|---|\n"
+    "| PowerShell | `Restart-Service -Name Spooler -Force` |\n"
+    "| Services app | services.msc |\n\n"
+    "Then print a test page."
+)
+
+
+def _final_versions(h: Harness, conv: str) -> dict[str, dict[str, Any]]:
+    """The last version of every message the user sees (in-place updates applied)."""
+    shown: dict[str, dict[str, Any]] = {}
+    for r in h.teams.received:
+        if r.conversation_id == conv and r.status < 300 and r.activity.get("type") == "message":
+            shown[r.activity.get("_id") or ""] = r.activity
+    return shown
+
+
+async def test_a_table_is_shown_once_in_place_after_streaming_its_rows(
+    harness: Harness,
+) -> None:
+    conv = "a:table"
+    harness.neo.script = lambda turn: [
+        *HEAD,
+        *_text(*(w + " " for w in TABLE_ANSWER.split(" "))),
+        *TAIL,
+    ]
+    harness.neo.chunk_delay = 0.03
+    await _ask(harness, conv)
+    await harness.wait_for(lambda: len(harness.teams.messages(conv)) >= 2, what="the replace")
+    await harness.wait_idle()
+    assert harness.teams.violations == []
+    streamed = [r.activity.get("text") or "" for r in harness.teams.stream_requests(conv)]
+    assert any("**Method**: PowerShell" in t for t in streamed)  # rows flattened while streaming
+    [final] = _final_versions(harness, conv).values()  # one bubble
+    assert final["text"] == "You can restart it in two ways."
+    [card] = final["attachments"]
+    table, after = card["content"]["body"]
+    assert table["type"] == "Table"
+    assert after["text"] == "Then print a test page."
+    assert "**Method**" not in str(final)  # the table once: no flattened copy left
+    assert final["channelData"] == {"feedbackLoop": {"type": "default"}}
+
+
+async def test_a_til_request_and_a_tool_approval_for_one_action_show_one_card(
+    harness: Harness,
+) -> None:
+    til = {"til_request_id": 7, "description": "Restart the print spooler on PRN-01"}
+    harness.neo.script = lambda turn: [
+        *HEAD,
+        *_text("This needs a technician's approval."),
+        {
+            "type": "tool-input-available",
+            "toolCallId": "c1",
+            "toolName": "restartService",
+            "input": {"host": "PRN-01"},
+        },
+        {"type": "tool-approval-request", "approvalId": "ap-1", "toolCallId": "c1"},
+        {"type": "data-til", "data": til},
+        *TAIL,
+    ]
+    for conv, group in (("a:til-and-tool", False), ("19:til-and-tool@thread.v2", True)):
+        message = await _one_message(harness, conv, group)
+        assert message["text"] == "This needs a technician's approval."
+        [card] = message["attachments"]  # the decidable one
+        assert [a["data"]["til_request_id"] for a in card["content"]["actions"]] == ["7", "7"]
