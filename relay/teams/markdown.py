@@ -22,6 +22,7 @@ __all__ = [
     "ADAPTIVE_CARD_CONTENT_TYPE",
     "BR",
     "IMAGE",
+    "TABLE_DELIMITER",
     "Fence",
     "RenderedText",
     "Table",
@@ -201,7 +202,7 @@ _SETEXT_UNDERLINE = re.compile(r"^ {0,3}(?:=+|-+)[ \t]*$")
 _INDENTED_CODE = re.compile(r"^(?: {4}|\t| {1,3}\t)")
 _LIST_ITEM = re.compile(r"^[ \t]*(?:[-+*]|\d{1,9}[.)])(?:[ \t]|$)")
 _TASK_ITEM = re.compile(r"^([ \t]*[-+*][ \t]+)\[([ xX])\](?=[ \t]|$)")
-_TABLE_DELIMITER = re.compile(r"^[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$")
+TABLE_DELIMITER = re.compile(r"^[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$")
 _CELL_SPLIT = re.compile(r"(?<!\\)\|")
 
 
@@ -284,7 +285,7 @@ def _alignment(delimiter_cell: str) -> str | None:
 
 def _table_header(lines: list[str], i: int) -> list[str] | None:
     """The header cells if lines[i] starts a GFM pipe table (header, delimiter row), else None."""
-    if i + 1 >= len(lines) or "|" not in lines[i] or not _TABLE_DELIMITER.match(lines[i + 1]):
+    if i + 1 >= len(lines) or "|" not in lines[i] or not TABLE_DELIMITER.match(lines[i + 1]):
         return None
     header = _split_cells(lines[i])
     # GFM: the delimiter row must have as many cells as the header, or it is not a table.

@@ -30,6 +30,7 @@ import re
 import unicodedata
 
 from relay.teams.markdown import (
+    TABLE_DELIMITER,
     is_fence_close,
     match_fence_open,
     to_teams_markdown,
@@ -37,7 +38,6 @@ from relay.teams.markdown import (
 
 __all__ = ["StreamCutter", "inline_cut"]
 
-_TABLE_DELIMITER = re.compile(r"^[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$")
 _QUOTE = re.compile(r"^(?: {0,3}>[ \t]?)*")
 _MAYBE_RULE_OR_UNDERLINE = re.compile(r"^ {0,3}(?:[-*_=+][ \t]*)*$")
 _MAYBE_FENCE = re.compile(r"^[ \t]*(?:`{3,}|~{3,}|[`~]{1,2}$)")
@@ -244,7 +244,7 @@ def _safe_cut(text: str) -> tuple[int, int]:
         if "|" in line:
             if nxt is None:
                 return cut, min(neutral, cut)  # a table header, or not: the next line decides
-            if _TABLE_DELIMITER.match(nxt):
+            if TABLE_DELIMITER.match(nxt):
                 in_table = skip_delimiter = True
                 continue
         cut = pos
