@@ -335,6 +335,7 @@ def _render(md: str) -> RenderedText:
             continue
         fence = match_fence_open(line)
         if fence is not None:
+            in_list = in_list and bool(fence.indent)  # a fence at column 0 ends a list
             out.append(line)
             i += 1
             continue

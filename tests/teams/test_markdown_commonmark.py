@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
@@ -81,6 +81,7 @@ def _code(tokens: list[Token]) -> list[str]:
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(block(), min_size=1, max_size=6))
+@example(["- spooler", '```python\nprint("<ok>")\n```', '    print("<ok>")'])  # fence ends list
 def test_what_the_user_sees_has_the_blocks_and_code_the_agent_wrote(blocks: list[str]) -> None:
     source = "\n\n".join(blocks)
     shown = to_teams_markdown(source).text
