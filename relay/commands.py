@@ -18,7 +18,16 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from relay.domain import BotId, ConversationRef, ModelTier, SessionId, TenantId, Turn, TurnState
+from relay.domain import (
+    BotId,
+    ConversationRef,
+    ConversationType,
+    ModelTier,
+    SessionId,
+    TenantId,
+    Turn,
+    TurnState,
+)
 from relay.errors import RelayError, UpstreamError
 from relay.retry import NEO, retry_call
 from relay.store.base import Store
@@ -52,6 +61,21 @@ RESET_LOCAL_ONLY = (
     "I've started a fresh conversation, but Neo couldn't archive the previous one just now, "
     "so it may still appear in your history.{ref}"
 )
+
+
+def for_scope(text: str, turn: Turn) -> str:
+    """The text as said in this conversation: outside 1:1 chats Teams gives the bot only the
+    messages that @mention it (teams-platform.md §3), so the greeting and /help say so."""
+    if turn.ref.conversation_type is ConversationType.PERSONAL:
+        return text
+    name = turn.ref.bot_name or "the bot"
+    place = "channel" if turn.ref.conversation_type is ConversationType.CHANNEL else "chat"
+    if text == DEFAULT_GREETING:
+        return (
+            f"Hi! I'm your support assistant. In this {place}, @mention me ({name}) with your "
+            f"question, and I'll answer here. Type @{name} **/help** to see what else I can do."
+        )
+    return f"{text}\n\nIn this {place}, start your message with @{name} so that I see it."
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +182,7 @@ class CommandRunner:
             else:
                 text = HELP_TEXT
             if text:
-                await self._messenger.say(turn.ref, text)
+                await self._messenger.say(turn.ref, for_scope(text, turn))
         except RelayError as exc:
             log.warning("command %s of turn %s failed: %s", turn.command, turn.turn_id, exc)
             await self._finish(turn, TurnState.FAILED, str(exc)[:500])

@@ -196,6 +196,7 @@ class Source:
     title: str | None = None
     media_type: str | None = None
     filename: str | None = None
+    snippet: str | None = None  # a passage of the source, when the agent sent one
 
 
 @dataclass(slots=True)

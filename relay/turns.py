@@ -280,6 +280,9 @@ class TurnPipeline:
         await sink.finish(reply)
         if reply.outcome is ReplyOutcome.ABORTED:
             await self._finish(turn, TurnState.CANCELLED, reply.abort_reason or "aborted by Neo")
+        elif reply.outcome is ReplyOutcome.ERROR:
+            # The partial answer and a "stopped early" line are in Teams: a failure, not a delivery.
+            await self._finish(turn, TurnState.FAILED, reply.error_text or "agent error")
         else:
             await self._finish(turn, TurnState.DELIVERED, None)
 

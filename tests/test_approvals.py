@@ -121,7 +121,7 @@ async def test_approve_records_the_decision_and_replaces_the_card(harness: Harne
     card = await _show_card(h)
     content = card["attachments"][0]["content"]
     assert content["version"] == "1.5"
-    assert not card.get("text")
+    assert card["text"].startswith("I can restart the spooler")  # one bubble: text + card
     assert "Restart the print spooler on SRV-01" in str(content["body"])
     assert [
         (b["type"], b["data"]["action"], b["data"]["til_request_id"]) for b in content["actions"]
@@ -188,7 +188,7 @@ async def test_a_bare_tool_approval_is_shown_read_only(harness: Harness) -> None
     content = card["attachments"][0]["content"]
     assert "actions" not in content  # no til_request_id: Neo has no decision endpoint for it
     assert "can't be decided from Teams" in str(content["body"])
-    assert "restartService" in str(content["body"])
+    assert "Restart service" in str(content["body"])  # the action in words, not the identifier
 
 
 async def test_action_execute_invoke_is_answered_and_decided(harness: Harness) -> None:

@@ -2,8 +2,26 @@
 
 from __future__ import annotations
 
-from relay.commands import HELP, RESET, RESET_DONE, parse_command
-from relay.domain import BotId, ConversationId, ModelTier
+from relay.commands import (
+    DEFAULT_GREETING,
+    HELP,
+    HELP_TEXT,
+    RESET,
+    RESET_DONE,
+    for_scope,
+    parse_command,
+)
+from relay.domain import (
+    ActivityId,
+    BotId,
+    ConversationId,
+    ConversationRef,
+    ConversationType,
+    ModelTier,
+    Turn,
+    TurnId,
+    User,
+)
 from tests.fakes.harness import BOT_A, Harness, answer_script
 
 
@@ -90,8 +108,29 @@ async def test_help_in_a_group_chat_after_the_mention(harness: Harness) -> None:
     assert "/reset" in text
     assert "/smart" in text
     assert "/help" in text
+    assert "start your message with @" in text  # only @mentions reach the bot here
     assert h.neo.posted_messages == []
     assert _session_creates(h) == 0
+
+
+def test_greeting_and_help_mention_the_bot_only_outside_personal_chats() -> None:
+    def turn(kind: ConversationType) -> Turn:
+        ref = ConversationRef(
+            BotId("b"), "https://s", ConversationId("c"), kind, None, bot_name="Neo Demo"
+        )
+        return Turn(TurnId("t"), ref, ActivityId("a"), User("u"), "")
+
+    personal, group, channel = (
+        turn(ConversationType.PERSONAL),
+        turn(ConversationType.GROUP_CHAT),
+        turn(ConversationType.CHANNEL),
+    )
+    assert for_scope(DEFAULT_GREETING, personal) == DEFAULT_GREETING
+    assert "@mention me (Neo Demo)" in for_scope(DEFAULT_GREETING, group)
+    assert "any time" not in for_scope(DEFAULT_GREETING, group)
+    assert for_scope(HELP_TEXT, channel).endswith(
+        "In this channel, start your message with @Neo Demo so that I see it."
+    )
 
 
 async def test_smart_sends_the_question_with_the_smart_tier(harness: Harness) -> None:

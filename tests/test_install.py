@@ -65,7 +65,11 @@ async def test_unmatched_install_gets_the_neutral_greeting(harness: Harness) -> 
     conv = "19:team-general@thread.tacv2"
     await h.deliver(_bot_added(h, conv, "f:add-1", BOT_A.recipient_id), bot=BOT_A)
     await h.wait_for(lambda: len(h.teams.messages(conv)) == 1, what="the greeting")
-    assert h.teams.messages(conv)[0]["text"] == DEFAULT_GREETING
+    # In a channel only @mentions reach the bot, so the neutral greeting says how to ask.
+    assert h.teams.messages(conv)[0]["text"] == (
+        "Hi! I'm your support assistant. In this channel, @mention me (Contoso Bot) with your "
+        "question, and I'll answer here. Type @Contoso Bot **/help** to see what else I can do."
+    )
     assert len(h.neo.install_events) == 1
 
 

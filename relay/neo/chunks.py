@@ -73,12 +73,28 @@ def humanize_tool_name(name: str) -> str:
     return _clean(re.sub(r"[^A-Za-z0-9]+", " ", spaced)).lower()
 
 
+_SEARCH_VERBS = ("search", "find", "lookup", "look up", "query")
+
+
 def tool_label(tool_name: str, title: str | None = None) -> str | None:
-    """The progress label for a tool: its ``title`` when given, else its humanized name."""
-    subject = _clean(title) if title and title.strip() else humanize_tool_name(tool_name)
-    if not subject:
+    """The progress label for a tool, in words a user understands.
+
+    The tool's ``title`` when the agent gave one ("Searching documentation…"); else a search
+    tool reads "Searching <what>…" and any other "Running <Readable name>…" ("getWeather" →
+    "Running Get weather…"), never the raw identifier.
+    """
+    if title and title.strip():
+        text = _clean(title)
+        text = text[0].upper() + text[1:]
+        return (text if text[-1] in ".!?…:" else f"{text}…")[:MAX_LABEL]
+    words = humanize_tool_name(tool_name)
+    if not words:
         return None
-    return f"Using {subject}…"[:MAX_LABEL]
+    for verb in _SEARCH_VERBS:
+        if words == verb or words.startswith(verb + " "):
+            rest = words[len(verb) :].strip()
+            return f"Searching {rest}…"[:MAX_LABEL] if rest else "Searching…"
+    return f"Running {words[0].upper()}{words[1:]}…"[:MAX_LABEL]
 
 
 def status_label(data: Any) -> str | None:
@@ -108,6 +124,24 @@ def _id_value(value: Any) -> str | None:
         return None
     text = str(value).strip()
     return text or None
+
+
+_SNIPPET_KEYS = ("snippet", "excerpt", "summary", "description")
+
+
+def _snippet(chunk: dict[str, Any]) -> str | None:
+    """A passage of a source, if the agent sent one: the SDK has no field for it, so it is
+    looked for on the chunk and one level into ``providerMetadata`` (per provider)."""
+    places = [chunk]
+    meta = chunk.get("providerMetadata")
+    if isinstance(meta, dict):
+        places += [v for v in meta.values() if isinstance(v, dict)]
+    for place in places:
+        for key in _SNIPPET_KEYS:
+            value = place.get(key)
+            if isinstance(value, str) and value.strip():
+                return _clean(value)
+    return None
 
 
 def til_request_from_data(part_type: str, data: Any) -> ApprovalRequest | None:
@@ -172,8 +206,8 @@ class ReplyAssembler:
     ``reset-step`` (v7) drops the text parts of the current step; tools, sources and files already
     seen are kept.
 
-    ``reply.progress`` gets, de-duplicated and in order: "Working…" per step ("Working (step n)…"
-    after the first), "Thinking…" on reasoning, "Using <title or humanized tool name>…" on
+    ``reply.progress`` gets, de-duplicated and in order: "Working…" at the first step (a step
+    number means nothing to a user), "Thinking…" on reasoning, :func:`tool_label` on
     tool-input-start/-available, "Waiting for approval…" on approvals, and :func:`status_label` of
     non-TIL ``data-*`` parts whose name does not mention title/citation/source/usage/feedback.
     """
@@ -240,7 +274,8 @@ class ReplyAssembler:
     def _start_step(self, chunk: dict[str, Any]) -> None:
         self._steps += 1
         self._step_start = len(self._reply.text_parts)
-        self._label("Working…" if self._steps == 1 else f"Working (step {self._steps})…")
+        if self._steps == 1:
+            self._label("Working…")  # later steps keep the label of what they do (a tool)
 
     def _finish_step(self, chunk: dict[str, Any]) -> None:
         # The SDK resets its open-part maps here, so providers may reuse ids in the next step.
@@ -386,6 +421,7 @@ class ReplyAssembler:
                 source_id=_req(chunk, "sourceId"),
                 url=_req(chunk, "url"),
                 title=_opt(chunk, "title"),
+                snippet=_snippet(chunk),
             )
         )
 
@@ -396,6 +432,7 @@ class ReplyAssembler:
                 media_type=_req(chunk, "mediaType"),
                 title=_opt(chunk, "title"),
                 filename=_opt(chunk, "filename"),
+                snippet=_snippet(chunk),
             )
         )
 

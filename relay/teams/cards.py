@@ -14,6 +14,7 @@ from typing import Any
 
 from relay.approvals import DecisionView, Outcome
 from relay.domain import ApprovalRequest
+from relay.neo.chunks import humanize_tool_name
 
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 CARD_VERSION = "1.5"
@@ -22,7 +23,7 @@ MAX_SUMMARY = 300  # keeps the card (and the Action.Submit data echoed back) sma
 _DEFAULT_SUMMARY = "The agent wants to take an action that needs a technician's approval."
 _NO_DECISION_API = (
     "This approval can't be decided from Teams: Neo offers no way to record it here. "
-    "Please decide it in Neo."
+    "Please decide it in Neo, where the agent's pending approvals are listed."
 )
 
 
@@ -57,14 +58,48 @@ def _buttons(til_request_id: str, summary: str) -> list[dict[str, Any]]:
     return [button("Approve", "approve", "positive"), button("Reject", "reject", "destructive")]
 
 
+def approval_title(approval: ApprovalRequest) -> str:
+    """The action in words: its description, else a readable form of the tool's name."""
+    text = " ".join((approval.description or "").split())
+    if not text and approval.tool_name:
+        text = humanize_tool_name(approval.tool_name)
+    text = text[:1].upper() + text[1:]
+    return (text if len(text) <= 120 else text[:119] + "…") or "An action by the agent"
+
+
+def decidable_approvals(approvals: list[ApprovalRequest]) -> list[ApprovalRequest]:
+    """One card per action: a tool approval that a TIL request also describes is left out.
+
+    Neo announces a technician approval as a TIL request (decidable from Teams) and the agent's
+    tool call may carry its own AI SDK approval request (not decidable here) for the same
+    action. Same action: the same words, the tool's name in the TIL text, or one of each.
+    """
+    tils = [a for a in approvals if a.til_request_id is not None]
+    tools = [a for a in approvals if a.til_request_id is None]
+    if not tils or not tools:
+        return approvals
+    if len(tils) == 1 and len(tools) == 1:
+        return tils
+    til_texts = [approval_title(t).lower() for t in tils]
+    kept = [
+        a
+        for a in tools
+        if not any(
+            approval_title(a).lower() == t or (a.tool_name and humanize_tool_name(a.tool_name) in t)
+            for t in til_texts
+        )
+    ]
+    return [a for a in approvals if a.til_request_id is not None or a in kept]
+
+
 def approval_card(approval: ApprovalRequest) -> dict[str, Any]:
     """The card attachment for a pending approval (read-only when it has no TIL request id)."""
-    summary = _summary(approval.description)
+    summary = _summary(approval.description or approval_title(approval))
     body = [_text("Approval needed", weight="Bolder", size="Medium"), _text(summary)]
     if approval.tool_name:
-        body.append(
-            {"type": "FactSet", "facts": [{"title": "Action", "value": approval.tool_name}]}
-        )
+        action = humanize_tool_name(approval.tool_name)
+        action = action[:1].upper() + action[1:]
+        body.append({"type": "FactSet", "facts": [{"title": "Action", "value": action}]})
     if approval.til_request_id is None:
         body.append(_text(_NO_DECISION_API, isSubtle=True))
         return _card(body, [])

@@ -10,6 +10,7 @@ source.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +31,7 @@ __all__ = [
     "build_citations",
     "citation_markers",
     "feedback_channel_data",
+    "feedback_comment",
 ]
 
 MAX_CITATIONS = 20  # per message; more is a 400 (§6.4)
@@ -78,9 +80,10 @@ def _citation(position: int, source: Source) -> dict[str, Any]:
     host = urlsplit(url).hostname if url else None
     title = (source.title or "").strip()
     name = title or (source.filename or "").strip() or host or f"Source {position}"
-    # Teams shows the abstract under the name in the citation popup; without a snippet from the
-    # agent, the full title or the URL is the most useful thing to show (never empty: §6.4).
-    abstract = title if title and len(title) > _NAME_MAX else (url or source.filename or name)
+    # The popup shows the name as its headline and the abstract under it, and links the URL:
+    # the abstract is a passage of the source when the agent sent one, else the title (a URL
+    # there only repeats the link); never empty (§6.4).
+    abstract = source.snippet or title or source.filename or host or name
     appearance: dict[str, Any] = {
         "@type": "DigitalDocument",
         "name": _truncate(name, _NAME_MAX),
@@ -143,3 +146,23 @@ def feedback_channel_data(mode: str = "default") -> dict[str, Any]:
     if mode not in ("default", "custom"):
         raise ValueError(f"feedback mode must be 'default' or 'custom', not {mode!r}")
     return {"feedbackLoop": {"type": mode}}
+
+
+def feedback_comment(action_value: dict[str, Any]) -> str:
+    """The 👎/👍 comment of a ``message/submitAction`` (§6.4), however Teams sent it.
+
+    Documented: ``actionValue.feedback`` is a JSON string ``{"feedbackText": "…"}``. Seen too:
+    the comment as plain text in ``feedback`` (not JSON), ``feedback`` as an object, and
+    ``feedbackText`` directly in ``actionValue``. None of them may lose the comment.
+    """
+    raw = action_value.get("feedback")
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return raw.strip()  # plain text: the comment itself
+    if isinstance(raw, dict):
+        raw = raw.get("feedbackText")
+    if not isinstance(raw, str):
+        raw = action_value.get("feedbackText")
+    return raw.strip() if isinstance(raw, str) else ""

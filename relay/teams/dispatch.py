@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -36,6 +35,7 @@ from relay.domain import ActivityId, BotId, Turn, make_turn_id
 from relay.feedback import FeedbackEvent, FeedbackRecorder
 from relay.store.base import Store
 from relay.teams.cards import parse_click
+from relay.teams.citations import feedback_comment
 from relay.teams.connector import BotConnector, TokenSource
 from relay.teams.files import TeamsFileFetcher
 from relay.teams.inbound import Ignored, conversation_ref, to_turn, user_of
@@ -197,10 +197,7 @@ def _feedback_event(activity: Activity, bot_id: BotId) -> FeedbackEvent:
     raw_value = value.get("actionValue")
     action_value: dict[str, Any] = raw_value if isinstance(raw_value, dict) else {}
     reaction = str(action_value.get("reaction") or "unknown")[:20]
-    comment = ""
-    raw = action_value.get("feedback")
-    with contextlib.suppress(ValueError, TypeError, AttributeError):
-        comment = str(json.loads(raw).get("feedbackText") or "") if isinstance(raw, str) else ""
+    comment = feedback_comment(action_value)  # JSON feedbackText or plain text (§6.4)
     return FeedbackEvent(
         ref=conversation_ref(activity, bot_id),
         reply_to_id=activity.reply_to_id or None,

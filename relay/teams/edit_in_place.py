@@ -27,7 +27,7 @@ from relay.teams.connector import BotConnector
 from relay.teams.delivery import TypingKeeper, payload_activity_parts, send_pieces
 from relay.teams.markdown import append_paragraph
 from relay.teams.render import MessagePayload, final_message_payload
-from relay.teams.stream_text import streamable_text
+from relay.teams.stream_cut import StreamCutter
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class EditInPlaceSink:
         self._delivery: dict[str, Any] = {}
         self.activity_id: str | None = None
         self._shown = ""
+        self._cutter = StreamCutter(message_limit_bytes // 2)
         self._editable = True
         self._not_before = 0.0
 
@@ -76,7 +77,7 @@ class EditInPlaceSink:
         while self._editable and not self._stop.is_set():
             self._wake.clear()
             reply = self._reply
-            text = streamable_text(reply.text, self._limit // 2) if reply else ""
+            text = self._cutter.advance(reply.text) if reply else ""
             if not text or text == self._shown:
                 await self._wake.wait()
                 continue
@@ -117,7 +118,9 @@ class EditInPlaceSink:
 
     async def finish(self, reply: Reply) -> None:
         await self._stop_sender()
-        payloads = final_message_payload(reply, limit_bytes=self._limit)
+        payloads = final_message_payload(
+            reply, limit_bytes=self._limit, reference=self._turn.chat_turn_id
+        )
         await self._deliver(payloads[0], payloads[1:], "pieces_sent")
 
     async def fail(self, message: str) -> None:

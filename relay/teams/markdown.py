@@ -7,8 +7,9 @@ mentions. This module rewrites exactly those constructs, leaves everything Teams
 and never touches code. It is also run on partial text while streaming, so it is total (never
 raises, an unclosed fence is fine) and works line by line: for a prefix that ends at a blank line
 outside a code block, the output is a prefix of the output for the whole text, which is what the
-cumulative streaming rule (§1.1) needs. Tables additionally become Adaptive Card ``Table``
-elements (schema 1.5, the highest Teams renders, §6.3).
+cumulative streaming rule (§1.1) needs. Tables are flattened into one paragraph per row and also
+returned as data, so a final message can show them as Adaptive Card tables in their place
+(``relay.teams.answer_card``).
 """
 
 from __future__ import annotations
@@ -16,15 +17,21 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 __all__ = [
     "ADAPTIVE_CARD_CONTENT_TYPE",
+    "BR",
+    "IMAGE",
+    "TABLE_DELIMITER",
     "Fence",
     "RenderedText",
+    "Table",
     "append_paragraph",
     "close_open_fence",
+    "code_segments",
+    "image_to_link",
     "is_fence_close",
+    "is_paragraph_line",
     "match_fence_open",
     "strip_code_spans",
     "to_teams_markdown",
@@ -113,7 +120,7 @@ def append_paragraph(text: str, extra: str) -> str:
 _BACKTICKS = re.compile(r"`+")
 
 
-def _segments(line: str) -> list[tuple[bool, str]]:
+def code_segments(line: str) -> list[tuple[bool, str]]:
     """Split one line into (is_code, text) runs; an unmatched backtick run is literal text."""
     out: list[tuple[bool, str]] = []
     pos = start = 0
@@ -138,33 +145,34 @@ def _segments(line: str) -> list[tuple[bool, str]]:
 
 def strip_code_spans(line: str) -> str:
     """The line without its inline code spans (for scanners that must ignore code)."""
-    return "".join(text for is_code, text in _segments(line) if not is_code)
+    return "".join(text for is_code, text in code_segments(line) if not is_code)
 
 
 # ---------------------------------------------------------------------------------------------
 # Inline rewriting (outside code only).
 # ---------------------------------------------------------------------------------------------
 
-_LINKED_IMAGE = re.compile(r"\[!\[([^\]]*)\]\(([^()\s]*)(?:\s+\"[^\"]*\")?\)\]\(([^()\s]+)\)")
-_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^()\s]+)(?:\s+\"[^\"]*\")?\)")
+_LINKEDIMAGE = re.compile(r"\[!\[([^\]]*)\]\(([^()\s]*)(?:\s+\"[^\"]*\")?\)\]\(([^()\s]+)\)")
+IMAGE = re.compile(r"!\[([^\]]*)\]\(([^()\s]+)(?:\s+\"[^\"]*\")?\)")
 _AUTOLINK = re.compile(r"<((?:https?|mailto):[^\s<>]+)>", re.IGNORECASE)
-_BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
+BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
 # "<" opening something tag-like: an element, a closing tag, a comment/doctype or a processing
 # instruction. A lone "a < b" is left alone.
 _TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
 
 
-def _image_to_link(m: re.Match[str]) -> str:
+def image_to_link(m: re.Match[str]) -> str:
+    """``![alt](url)`` → ``[alt](url)``."""
     # Teams does not render Markdown images in text messages on any client (§6.2).
     alt, url = m.group(1).strip(), m.group(2)
     return f"[{alt or 'image'}]({url})"
 
 
 def _inline_text(text: str, br: str) -> str:
-    text = _LINKED_IMAGE.sub(lambda m: f"[{m.group(1).strip() or 'image'}]({m.group(3)})", text)
-    text = _IMAGE.sub(_image_to_link, text)
+    text = _LINKEDIMAGE.sub(lambda m: f"[{m.group(1).strip() or 'image'}]({m.group(3)})", text)
+    text = IMAGE.sub(image_to_link, text)
     text = _AUTOLINK.sub(lambda m: f"[{m.group(1)}]({m.group(1)})", text)
-    text = _BR.sub(br, text)
+    text = BR.sub(br, text)
     # Teams interprets HTML in Markdown messages (and "<at>" would become a mention): show the
     # model's tags as text instead. "&lt;" is displayed as "<" by every client.
     return _TAG_START.sub("&lt;", text)
@@ -172,7 +180,7 @@ def _inline_text(text: str, br: str) -> str:
 
 def _inline(line: str, text_fn: Callable[[str], str] | None = None, br: str = "\n") -> str:
     parts: list[str] = []
-    for is_code, text in _segments(line):
+    for is_code, text in code_segments(line):
         if is_code:
             parts.append(text)  # never rewrite inside inline code
             continue
@@ -186,22 +194,35 @@ def _inline(line: str, text_fn: Callable[[str], str] | None = None, br: str = "\
 # Block rewriting.
 # ---------------------------------------------------------------------------------------------
 
+RULE = "───"  # a thematic break, drawn in text
 _QUOTE_PREFIX = re.compile(r"^((?: {0,3}>[ \t]?)*)(.*)$", re.DOTALL)
 _ATX_HEADING = re.compile(r"^ {0,3}#{1,6}(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
 _THEMATIC_BREAK = re.compile(r"^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$")
 _SETEXT_UNDERLINE = re.compile(r"^ {0,3}(?:=+|-+)[ \t]*$")
+_INDENTED_CODE = re.compile(r"^(?: {4}|\t| {1,3}\t)")
 _LIST_ITEM = re.compile(r"^[ \t]*(?:[-+*]|\d{1,9}[.)])(?:[ \t]|$)")
 _TASK_ITEM = re.compile(r"^([ \t]*[-+*][ \t]+)\[([ xX])\](?=[ \t]|$)")
-_TABLE_DELIMITER = re.compile(r"^[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$")
+TABLE_DELIMITER = re.compile(r"^[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$")
 _CELL_SPLIT = re.compile(r"(?<!\\)\|")
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A GFM table as the agent wrote it; ``lines`` is the range of lines of the rendered text
+    (split at "\n") holding it flattened, where a final message may show it as a card."""
+
+    header: list[str]
+    aligns: list[str | None]
+    rows: list[list[str]]
+    lines: tuple[int, int]
 
 
 @dataclass(slots=True)
 class RenderedText:
-    """Teams Markdown for the text plus one Adaptive Card (content dict) per table."""
+    """Teams Markdown for the text, and the tables in it (``relay.teams.answer_card``)."""
 
     text: str
-    cards: list[dict[str, Any]] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
 
 
 def _bold_line(content: str) -> str:
@@ -217,7 +238,8 @@ def _bold_line(content: str) -> str:
     return f"**{inner}**" if inner.strip() else ""
 
 
-def _is_paragraph_line(line: str) -> bool:
+def is_paragraph_line(line: str) -> bool:
+    """A line that continues or starts a paragraph (not a list, quote, heading, code)."""
     return bool(
         line.strip()
         and not line.startswith(("    ", "\t"))
@@ -232,8 +254,9 @@ def _render_line(line: str) -> str:
     m = _QUOTE_PREFIX.match(line)
     prefix, rest = (m.group(1), m.group(2)) if m else ("", line)
     if _THEMATIC_BREAK.match(rest):
-        # Rules are not rendered by Teams (§6.2); a blank line keeps the visual separation.
-        return prefix.rstrip()
+        # Rules are not rendered by Teams (§6.2). A line drawn in text keeps the separation
+        # and the structure: dropping it would merge the lists on either side into one.
+        return prefix + RULE
     heading = _ATX_HEADING.match(rest)
     if heading:
         return prefix + _bold_line(heading.group(1) or "")
@@ -262,58 +285,11 @@ def _alignment(delimiter_cell: str) -> str | None:
 
 def _table_header(lines: list[str], i: int) -> list[str] | None:
     """The header cells if lines[i] starts a GFM pipe table (header, delimiter row), else None."""
-    if i + 1 >= len(lines) or "|" not in lines[i] or not _TABLE_DELIMITER.match(lines[i + 1]):
+    if i + 1 >= len(lines) or "|" not in lines[i] or not TABLE_DELIMITER.match(lines[i + 1]):
         return None
     header = _split_cells(lines[i])
     # GFM: the delimiter row must have as many cells as the header, or it is not a table.
     return header if len(header) == len(_split_cells(lines[i + 1])) else None
-
-
-def _card_cell_text(cell: str) -> str:
-    # TextBlock renders a small Markdown subset and no HTML, so tags are harmless here and shown
-    # as typed; code spans lose their backticks, which TextBlock would print literally.
-    return "".join(
-        text[1:-1].strip("`").strip() if is_code else _IMAGE.sub(_image_to_link, _BR.sub(" ", text))
-        for is_code, text in _segments(cell)
-    )
-
-
-def _table_card(
-    header: list[str], aligns: list[str | None], rows: list[list[str]]
-) -> dict[str, Any]:
-    def cell(text: str, bold: bool) -> dict[str, Any]:
-        items: list[dict[str, Any]] = []
-        if text:
-            block: dict[str, Any] = {"type": "TextBlock", "text": text, "wrap": True}
-            if bold:
-                block["weight"] = "Bolder"
-            items.append(block)
-        return {"type": "TableCell", "items": items}
-
-    columns: list[dict[str, Any]] = []
-    for align in aligns:
-        column: dict[str, Any] = {"width": 1}
-        if align:
-            column["horizontalCellContentAlignment"] = align
-        columns.append(column)
-    table_rows = [
-        {"type": "TableRow", "cells": [cell(_card_cell_text(c), bold) for c in row]}
-        for bold, row in [(True, header), *((False, r) for r in rows)]
-    ]
-    return {
-        "type": "AdaptiveCard",
-        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-        "version": ADAPTIVE_CARD_VERSION,
-        "body": [
-            {
-                "type": "Table",
-                "columns": columns,
-                "rows": table_rows,
-                "firstRowAsHeader": True,
-                "showGridLines": True,
-            }
-        ],
-    }
 
 
 def _table_fallback(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -345,9 +321,10 @@ def _render(md: str) -> RenderedText:
     md = "".join(ch for ch in md if ch >= " " or ch in "\n\t")
     lines = md.split("\n")
     out: list[str] = []
-    cards: list[dict[str, Any]] = []
+    tables: list[Table] = []
     fence: Fence | None = None
     i = 0
+    in_list = False  # an indented line after a list item continues the item, it is not code
     while i < len(lines):
         line = lines[i]
         if fence is not None:
@@ -358,8 +335,20 @@ def _render(md: str) -> RenderedText:
             continue
         fence = match_fence_open(line)
         if fence is not None:
+            in_list = in_list and bool(fence.indent)  # a fence at column 0 ends a list
             out.append(line)
             i += 1
+            continue
+        after_blank = i == 0 or not lines[i - 1].strip()
+        if line.strip() and not line.startswith((" ", "\t")):
+            in_list = bool(_LIST_ITEM.match(line)) or (in_list and not after_blank)
+        elif _LIST_ITEM.match(line):
+            in_list = True
+        if after_blank and not in_list and _INDENTED_CODE.match(line):
+            # An indented code block (CommonMark §4.4): verbatim, like a fenced one.
+            while i < len(lines) and (_INDENTED_CODE.match(lines[i]) or not lines[i].strip()):
+                out.append(lines[i])
+                i += 1
             continue
         header = _table_header(lines, i)
         if header is not None:
@@ -373,22 +362,21 @@ def _render(md: str) -> RenderedText:
                 # GFM: missing cells are empty, excess cells are ignored.
                 rows.append((cells + [""] * len(header))[: len(header)])
                 j += 1
-            cards.append(_table_card(header, aligns, rows))
+            start = len(out)
             out.extend(_table_fallback(header, rows))
+            tables.append(Table(header, aligns, rows, (start, len(out))))
             i = j
             continue
-        if (
-            i + 1 < len(lines)
-            and _SETEXT_UNDERLINE.match(lines[i + 1])
-            and _is_paragraph_line(line)
-            and (i == 0 or not _is_paragraph_line(lines[i - 1]))
-        ):
-            out.append(_bold_line(line))  # "Title\n===" is a heading too
-            i += 2
+        if i > 0 and _SETEXT_UNDERLINE.match(line) and is_paragraph_line(lines[i - 1]):
+            # "Title\n===" is a setext heading. Bolding "Title" would rewrite a line that may
+            # already have been streamed (§1.1 prefix rule), so the title stays as written and
+            # the underline becomes the paragraph break it visually is.
+            out.append("")
+            i += 1
             continue
         out.append(_render_line(line))
         i += 1
-    return RenderedText(text="\n".join(out), cards=cards)
+    return RenderedText(text="\n".join(out), tables=tables)
 
 
 def to_teams_markdown(md: str) -> RenderedText:
@@ -398,4 +386,4 @@ def to_teams_markdown(md: str) -> RenderedText:
     except Exception:  # streaming must never fail on odd text; see the module docstring
         # Unreachable in tests (hypothesis checks), but a renderer bug must not kill a stream:
         # degrade to the raw text with HTML neutralised.
-        return RenderedText(text=_TAG_START.sub("&lt;", md), cards=[])
+        return RenderedText(text=_TAG_START.sub("&lt;", md))

@@ -116,7 +116,10 @@ class FinalMessageSink:
 
     async def finish(self, reply: Reply) -> None:
         await self._typing.stop()
-        await self.send_payloads(final_message_payload(reply, limit_bytes=self._limit))
+        payloads = final_message_payload(
+            reply, limit_bytes=self._limit, reference=self._turn.chat_turn_id
+        )
+        await self.send_payloads(payloads)
 
     async def fail(self, message: str) -> None:
         await self._typing.stop()

@@ -3,10 +3,10 @@
 Teams refuses a bot message over ~100 KB counted in UTF-16 and asks for 80 KB (reference §6.1), so
 long answers become several messages, cut where a reader would pause and never inside a code
 block without closing and reopening its fence. Each message carries the single AI entity (§6.4)
-with only the citations its text marks; the feedback buttons go on the last text message. Table
-cards and images travel as their own attachment-only messages because Teams splits a message with
-text and attachments in two and returns no id for it (§3), and only the final streamed message may
-carry attachments at all (§1.1). Everything here is pure: plain dicts out, the sender wraps them.
+with only the citations its text marks; the feedback buttons and the answer's attachments (images,
+table cards, approval cards) go on the last text message, so an answer is one bubble — only the
+final streamed message may carry attachments at all (§1.1). Everything here is pure: plain dicts
+out, the sender wraps them.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
-from relay.domain import FilePart, Reply
-from relay.teams.cards import approval_card
+from relay.domain import FilePart, Reply, ReplyOutcome
+from relay.teams.answer_card import split_at_first_table
+from relay.teams.cards import approval_card, approval_title, decidable_approvals
 from relay.teams.citations import (
     MAX_CITATIONS,
     ai_message_entity,
@@ -29,7 +30,6 @@ from relay.teams.citations import (
     feedback_channel_data,
 )
 from relay.teams.markdown import (
-    ADAPTIVE_CARD_CONTENT_TYPE,
     Fence,
     RenderedText,
     append_paragraph,
@@ -40,9 +40,9 @@ from relay.teams.markdown import (
 )
 
 __all__ = [
-    "EMPTY_REPLY_TEXT",
     "MAX_CITATIONS",
     "MESSAGE_LIMIT_BYTES",
+    "NO_TEXT_ANSWER",
     "MessagePayload",
     "RenderedText",
     "ai_message_entity",
@@ -53,13 +53,13 @@ __all__ = [
     "split_for_teams",
     "to_teams_markdown",
     "utf16_size",
+    "what_is_attached",
 ]
 
 MESSAGE_LIMIT_BYTES = 80_000  # Microsoft's advice; the hard limit is ~100 KB (§6.1)
 MIN_LIMIT_BYTES = 64  # below this a fence close/reopen leaves no room for content
 MAX_INLINE_IMAGE_BYTES = 1024 * 1024  # pictures in bot messages: 1 MB, PNG/JPEG/GIF (§5)
-MAX_TABLE_CARDS = 5  # each card is one more activity against 7 ops/s per conversation (§0.3)
-EMPTY_REPLY_TEXT = "(no answer text)"  # e.g. a tool-only answer: a message needs visible text
+NO_TEXT_ANSWER = "The agent finished without writing an answer."  # e.g. tools only, no text
 
 _IMAGE_MAGIC = {"image/png": b"\x89PNG", "image/jpeg": b"\xff\xd8\xff", "image/gif": b"GIF8"}
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif"}
@@ -313,6 +313,42 @@ class MessagePayload:
     entities: list[dict[str, Any]] = field(default_factory=list)
     attachments: list[dict[str, Any]] = field(default_factory=list)
     channel_data: dict[str, Any] = field(default_factory=dict)
+    # The text is not the streamed rendering (its tables moved into a card): a stream's final
+    # cannot carry it (§1.1), so the streamed message is replaced by it in place.
+    in_place: bool = False
+
+
+def what_is_attached(reply: Reply, images: int) -> str:
+    """The one sentence a text-less answer shows: what its attachments are (never a placeholder).
+
+    Teams needs visible text on a message that carries the AI label (§6.4), and "(no answer
+    text)" reads like a fault; this names the approval to decide or the files attached instead.
+    """
+    if reply.approvals:
+        names = [approval_title(a) for a in decidable_approvals(reply.approvals)]
+        head = "Approval needed" if len(names) == 1 else "Approvals needed"
+        return f"{head}: {'; '.join(names)}"
+    if images:
+        return "Here is the image." if images == 1 else f"Here are the {images} images."
+    return NO_TEXT_ANSWER
+
+
+def stopped_early(reply: Reply, reference: str | None = None) -> str | None:
+    """The line that ends an answer an ``error`` or ``abort`` chunk cut short, else None.
+
+    Without it a cut-short answer reads as complete (it keeps the AI label); the reference is
+    what support can look the turn up by in Neo.
+    """
+    if reply.outcome is ReplyOutcome.ERROR:
+        reason = reply.error_text or "the agent reported an error"
+    elif reply.outcome is ReplyOutcome.ABORTED:
+        reason = reply.abort_reason or "the agent stopped generating"
+    else:
+        return None
+    reason = " ".join(reason.split())
+    reason = reason if len(reason) <= 200 else reason[:199] + "…"
+    ref = f" (ref {reference})" if reference else ""
+    return f"⚠️ The answer stopped early: {reason.rstrip('.')}{ref}"
 
 
 def final_message_payload(
@@ -320,39 +356,51 @@ def final_message_payload(
     *,
     limit_bytes: int = MESSAGE_LIMIT_BYTES,
     feedback_mode: str | None = "default",
+    reference: str | None = None,
 ) -> list[MessagePayload]:
-    """The messages that deliver ``reply``: text pieces first, then table cards, then images.
+    """The messages that deliver ``reply``: usually one; text pieces when it is too long.
 
-    Every message carries the AI entity (each Teams message is labelled on its own); a text piece
-    lists only the citations whose markers it contains; the last text piece gets the feedback
-    buttons (``feedback_mode=None`` leaves them off). The text budget leaves room for the entity
-    JSON, which counts towards the same size limit.
+    One bubble per answer: the last text piece carries the answer's attachments too — its
+    tables in place (:func:`relay.teams.answer_card.split_at_first_table`), images and approval
+    cards — since only the final message of a stream may carry
+    attachments (§1.1) and a second message after the text reads as a second answer. Every
+    message carries the AI entity (each Teams message is labelled on its own); a text piece
+    lists only the citations whose markers it contains; the last piece gets the feedback buttons
+    (``feedback_mode=None`` leaves them off). The text budget leaves room for the entity and
+    attachment JSON, which count towards the same size limit. An answer cut short ends with
+    :func:`stopped_early` (``reference``: Neo's id for the turn) and gets no feedback buttons.
     """
     rendered = to_teams_markdown(reply.text)
-    attachments, links = file_links(reply.files)
-    text = append_paragraph(close_open_fence(rendered.text), links)
-    if not text.strip():
-        text = EMPTY_REPLY_TEXT
+    images, links = file_links(reply.files)
+    head, card = split_at_first_table(rendered)
+    if card is not None and utf16_size(json.dumps(card, ensure_ascii=False)) > limit_bytes // 2:
+        head, card = rendered.text, None  # too big for one card: the tables stay flattened
+    text = append_paragraph(close_open_fence(head), links)
+    attachments = ([card] if card else []) + answer_attachments(reply, images)
+    if not text.strip() and card is None:
+        text = what_is_attached(reply, len(images))
     text, citations = build_citations(text, reply.sources)
+    notice = stopped_early(reply, reference)
+    if notice is not None:
+        text, feedback_mode = append_paragraph(text, notice), None
     feedback = feedback_channel_data(feedback_mode) if feedback_mode is not None else {}
     overhead = json.dumps([ai_message_entity(citations)], ensure_ascii=False) + json.dumps(feedback)
+    # Base64 images do not count towards the limit (§6.1); cards do.
+    overhead += json.dumps([a for a in attachments if "content" in a], ensure_ascii=False)
     budget = max(limit_bytes - utf16_size(overhead), limit_bytes // 2)
     by_position = {citation["position"]: citation for citation in citations}
 
     payloads: list[MessagePayload] = []
-    for piece in split_for_teams(text, budget) or [EMPTY_REPLY_TEXT]:
+    for piece in split_for_teams(text, budget) or [text.strip()]:
         used = sorted(set(citation_markers(piece)) & by_position.keys())
         entity = ai_message_entity([by_position[n] for n in used])
         payloads.append(MessagePayload(text=piece, entities=[entity]))
+    payloads[0].in_place = card is not None
     payloads[-1].channel_data = feedback
-
-    for card in rendered.cards[:MAX_TABLE_CARDS]:
-        if utf16_size(json.dumps(card, ensure_ascii=False)) > limit_bytes:
-            continue  # too big to send; the table is still readable in the text
-        attachment = {"contentType": ADAPTIVE_CARD_CONTENT_TYPE, "content": card}
-        payloads.append(MessagePayload("", [ai_message_entity([])], [attachment]))
-    if attachments:
-        payloads.append(MessagePayload("", [ai_message_entity([])], attachments))
-    # Approval cards last, one message each: the card's own message id is what a click updates.
-    payloads += [MessagePayload("", [], [approval_card(a)]) for a in reply.approvals]
+    payloads[-1].attachments = attachments
     return payloads
+
+
+def answer_attachments(reply: Reply, images: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Images, then approval cards (one per action): what the answer's last message carries."""
+    return images + [approval_card(a) for a in decidable_approvals(reply.approvals)]

@@ -64,7 +64,7 @@ def test_chunks_assemble_into_the_answer_with_progress_tool_and_citation() -> No
         "Searching the documentation…",
         "Working…",
         "Thinking…",
-        "Using search documentation…",
+        "Searching documentation…",
     ]
     assert "Reading 3 articles…" in reply.progress
     assert assembler.reasoning_seen

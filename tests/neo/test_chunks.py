@@ -41,7 +41,7 @@ def test_full_fixture_matches_the_sdk_golden_message(aisdk_fixtures: Path) -> No
     # Non-transient data part replaced in place; the transient one is never stored.
     assert reply.data == {"data-status:status-1": {"phase": "done"}}
     assert "Thinking…" in reply.progress
-    assert "Using get weather…" in reply.progress
+    assert "Running Get weather…" in reply.progress
     assert "Searching…" in reply.progress
     assert "User wants weather" not in reply.text  # reasoning stays out of visible text
 
@@ -86,7 +86,7 @@ def test_raw_writer_fixture(aisdk_fixtures: Path) -> None:
         "spec.pdf",
     )
     assert reply.metadata == {"model": "x"}
-    assert "Using lookup…" in reply.progress
+    assert "Searching…" in reply.progress
 
 
 def test_every_fixture_assembles_without_skips(aisdk_fixtures: Path) -> None:
@@ -224,7 +224,7 @@ def test_tool_lifecycle_approval_and_errors() -> None:
     assert reply.tools["bad"].state == "output-error"
     assert reply.tools["bad"].error_text == "tool failed"
     assert reply.tools["p"].output == 2
-    assert "Using Password reset…" in reply.progress
+    assert "Password reset…" in reply.progress
     assert "Waiting for approval…" in reply.progress
 
 
@@ -254,8 +254,7 @@ def test_progress_labels_never_contain_tool_inputs_or_outputs() -> None:
     assert reply.progress == [
         "Working…",
         "Thinking…",
-        "Using set user password…",
-        "Working (step 2)…",
+        "Running Set user password…",
     ]
     assert secret_input not in reply.text
 
@@ -334,8 +333,11 @@ def test_label_helpers() -> None:
     assert humanize_tool_name("getWeather") == "get weather"
     assert humanize_tool_name("search_tickets") == "search tickets"
     assert humanize_tool_name("HTTPRequest") == "http request"
-    assert tool_label("getWeather") == "Using get weather…"
-    assert tool_label("x", "Weather lookup") == "Using Weather lookup…"
+    assert tool_label("getWeather") == "Running Get weather…"
+    assert tool_label("x", "Weather lookup") == "Weather lookup…"
+    assert tool_label("searchDocumentation") == "Searching documentation…"
+    assert tool_label("kb.search-docs") == "Running Kb search docs…"
+    assert tool_label("x", "Searching documentation") == "Searching documentation…"
     assert tool_label("___") is None
     assert status_label({"phase": "searching"}) == "Searching…"
     assert status_label({"status": "Done"}) is None
@@ -366,3 +368,19 @@ def test_sources_deduped_by_source_id() -> None:
         ]
     )
     assert [s.url for s in reply.sources] == ["https://a"]
+
+
+def test_a_source_snippet_is_kept_for_the_citation_popover() -> None:
+    reply = assemble(
+        [
+            {"type": "source-url", "sourceId": "a", "url": "https://x.io", "snippet": " A  b "},
+            {
+                "type": "source-url",
+                "sourceId": "b",
+                "url": "https://y.io",
+                "providerMetadata": {"neo": {"excerpt": "From the KB"}},
+            },
+            {"type": "source-url", "sourceId": "c", "url": "https://z.io"},
+        ]
+    )
+    assert [s.snippet for s in reply.sources] == ["A b", "From the KB", None]

@@ -66,4 +66,4 @@ def test_an_approval_without_a_til_id_is_read_only() -> None:
         "content"
     ]
     assert "actions" not in content
-    assert "wipeDevice" in json.dumps(content)
+    assert "Wipe device" in json.dumps(content)  # the action in words, not the tool's name

@@ -5,15 +5,18 @@ from __future__ import annotations
 import base64
 import json
 import re
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.domain import FilePart, Reply, Source
+from relay.teams.answer_card import split_at_first_table
+from relay.teams.citations import feedback_comment
 from relay.teams.markdown import is_fence_close, match_fence_open
 from relay.teams.render import (
-    EMPTY_REPLY_TEXT,
+    NO_TEXT_ANSWER,
     ai_message_entity,
     build_citations,
     feedback_channel_data,
@@ -68,7 +71,8 @@ def test_headings_become_bold_lines() -> None:
         "**Six**",
         "#hashtag",
         "",
-        "**Setext**",
+        "Setext",  # a setext title stays as streamed: bolding it later would break the prefix
+        "",
     ]
 
 
@@ -78,9 +82,10 @@ def test_heading_with_bold_inside_is_not_double_bolded() -> None:
     assert render("## **a** and **b**") == "**a and b**"
 
 
-def test_horizontal_rule_becomes_blank_line() -> None:
-    assert render("above\n\n---\n\nbelow") == "above\n\n\n\nbelow"
-    assert render("* * *") == ""
+def test_horizontal_rule_becomes_a_drawn_line() -> None:
+    assert render("above\n\n---\n\nbelow") == "above\n\n───\n\nbelow"
+    assert render("* * *") == "───"
+    assert render("- a\n\n---\n\n- b") == "- a\n\n───\n\n- b"  # two lists stay two
 
 
 def test_lists_are_kept_including_nesting() -> None:
@@ -106,7 +111,7 @@ def test_code_block_is_verbatim_with_language() -> None:
         "```python\n# not a heading\n<b>not html</b>\n| a | b |\n|---|---|\n![img](x.png)\n---\n```"
         in out
     )
-    assert to_teams_markdown(md).cards == []
+    assert to_teams_markdown(md).tables == []
 
 
 def test_indented_and_tilde_fences_are_code_too() -> None:
@@ -154,13 +159,16 @@ TABLE = (
 )
 
 
-def test_table_becomes_adaptive_card() -> None:
-    cards = to_teams_markdown(TABLE).cards
-    assert len(cards) == 1
-    card = json.loads(json.dumps(cards[0]))  # plain JSON
+def test_a_table_is_shown_once_in_place_in_the_final() -> None:
+    [payload] = final_message_payload(Reply(text_parts=[TABLE]))
+    assert payload.text == "Intro"  # the text before the table; the card goes on from there
+    assert payload.in_place  # not the streamed (flattened) text: a stream replaces it
+    [attachment] = payload.attachments
+    card = json.loads(json.dumps(attachment["content"]))  # plain JSON
     assert card["type"] == "AdaptiveCard"
     assert card["version"] == "1.5"
-    (table,) = card["body"]
+    table, after = card["body"]
+    assert after == {"type": "TextBlock", "text": "After", "wrap": True}  # after the table
     assert table["type"] == "Table"
     assert table["firstRowAsHeader"] is True
     assert [c.get("horizontalCellContentAlignment") for c in table["columns"]] == [
@@ -168,13 +176,36 @@ def test_table_becomes_adaptive_card() -> None:
         "Right",
         "Center",
     ]
-    cells = [
-        [cell["items"][0]["text"] if cell["items"] else "" for cell in row["cells"]]
-        for row in table["rows"]
+    assert [c["width"] for c in table["columns"]] == [5, 4, 6]  # sized to the content
+    header, first, second = table["rows"]
+    assert [c["items"][0]["text"] for c in header["cells"]] == ["Name", "Size", "Note"]
+    # A code cell is code: a verbatim monospace run, not Markdown.
+    assert first["cells"][2]["items"] == [
+        {
+            "type": "RichTextBlock",
+            "inlines": [{"type": "TextRun", "text": "<ok>", "fontType": "Monospace"}],
+        }
     ]
-    assert cells == [["Name", "Size", "Note"], ["a.txt", "1 KB", "<ok>"], ["b", "2", ""]]
-    assert all(row["type"] == "TableRow" for row in table["rows"])
+    assert second["cells"][2]["items"] == []
+    assert "**Name**" not in json.dumps(card)  # the flattened rows are gone: the table once
     assert all(len(row["cells"]) == len(table["columns"]) for row in table["rows"])
+
+
+def test_code_after_a_table_stays_code_in_the_card() -> None:
+    md = "| Method | Command |\n|---|---|\n| PS | `Restart-Service -Name Spooler -Force` |\n\n"
+    md += "Then:\n\n```powershell\nGet-Service *spool* | Format-List\n```\n\nDone [1]."
+    [payload] = final_message_payload(Reply(text_parts=[md]))
+    assert payload.text == ""  # the answer starts with the table
+    body = payload.attachments[0]["content"]["body"]
+    assert [b["type"] for b in body] == ["Table", "TextBlock", "Container", "TextBlock"]
+    code = body[2]["items"][0]["inlines"][0]
+    assert code == {
+        "type": "TextRun",
+        "text": "Get-Service *spool* | Format-List",
+        "fontType": "Monospace",
+    }
+    widths = [c["width"] for c in body[0]["columns"]]
+    assert widths[1] > 4 * widths[0]  # the command's column is not squeezed
 
 
 def test_table_has_readable_text_fallback() -> None:
@@ -187,7 +218,7 @@ def test_table_has_readable_text_fallback() -> None:
 
 def test_pipes_without_delimiter_row_are_not_a_table() -> None:
     assert render("a | b\nc | d") == "a | b\nc | d"
-    assert to_teams_markdown("a | b\n---").cards == []
+    assert to_teams_markdown("a | b\n---").tables == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,7 +327,7 @@ def test_existing_markers_are_kept_and_only_cited_sources_used() -> None:
         "appearance": {
             "@type": "DigitalDocument",
             "name": "b.io",
-            "abstract": "https://b.io",
+            "abstract": "b.io",  # no title, no snippet: never the URL a second time
             "url": "https://b.io",
             "keywords": ["b.io"],
         },
@@ -330,6 +361,37 @@ def test_citations_limits_and_truncation() -> None:
         assert len(appearance["keywords"]) <= 3
         assert all(len(k) <= 28 for k in appearance["keywords"])
         assert appearance["name"].endswith("…")
+
+
+def test_citation_popover_headline_is_the_title_and_summary_a_snippet() -> None:
+    kb = "https://learn.example.com/windows/print-spooler"
+    sources = [
+        Source("s1", url=kb, title="Restart the Print Spooler", snippet="Open services.msc …"),
+        Source("s2", url=kb + "/2", title="Print Spooler troubleshooting"),
+    ]
+    _, (with_snippet, titled) = build_citations("Restart it [1] [2].", sources)
+    assert with_snippet["appearance"]["name"] == "Restart the Print Spooler"
+    assert with_snippet["appearance"]["abstract"] == "Open services.msc …"
+    assert with_snippet["appearance"]["url"] == kb
+    assert titled["appearance"]["name"] == titled["appearance"]["abstract"]
+    assert kb not in titled["appearance"]["abstract"]
+
+
+@pytest.mark.parametrize(
+    ("action_value", "comment"),
+    [
+        ({"reaction": "dislike", "feedback": '{"feedbackText": "Wrong printer"}'}, "Wrong printer"),
+        ({"reaction": "dislike", "feedback": "Wrong printer"}, "Wrong printer"),  # plain text
+        ({"reaction": "dislike", "feedback": {"feedbackText": "Wrong printer"}}, "Wrong printer"),
+        ({"reaction": "dislike", "feedbackText": "Wrong printer"}, "Wrong printer"),
+        ({"reaction": "dislike", "feedback": '"Wrong printer"'}, "Wrong printer"),
+        ({"reaction": "like"}, ""),
+    ],
+)
+def test_feedback_comment_is_kept_however_teams_sends_it(
+    action_value: dict[str, Any], comment: str
+) -> None:
+    assert feedback_comment(action_value) == comment
 
 
 def test_source_document_without_url() -> None:
@@ -400,7 +462,8 @@ def test_final_payload_pieces_citations_feedback_and_cards() -> None:
     text_payloads = [p for p in payloads if p.text]
     assert len(text_payloads) >= 2
     for p in payloads:
-        wire = json.dumps([p.entities, p.channel_data], ensure_ascii=False)
+        cards = [a for a in p.attachments if "content" in a]  # base64 images do not count (§6.1)
+        wire = json.dumps([p.entities, p.channel_data, cards], ensure_ascii=False)
         size = utf16_size(p.text) + utf16_size(wire)
         assert size <= LIMIT
         assert len(p.entities) == 1
@@ -410,18 +473,18 @@ def test_final_payload_pieces_citations_feedback_and_cards() -> None:
     assert [p.channel_data for p in text_payloads] == [{}] * (len(text_payloads) - 1) + [
         {"feedbackLoop": {"type": "default"}}
     ]
-    card_payload, image_payload = payloads[len(text_payloads) :]
-    assert card_payload.text == ""
-    assert card_payload.attachments[0]["contentType"] == ("application/vnd.microsoft.card.adaptive")
-    assert card_payload.attachments[0]["content"]["version"] == "1.5"
-    assert image_payload.text == ""
-    assert image_payload.attachments[0]["contentType"] == "image/png"
-    assert "citation" not in card_payload.entities[0]
+    # One bubble: the image and the table card ride on the last text piece, nothing after it.
+    assert payloads == text_payloads
+    card, image = text_payloads[-1].attachments  # the tables' card continues the text
+    assert image["contentType"] == "image/png"
+    assert card["contentType"] == "application/vnd.microsoft.card.adaptive"
+    assert card["content"]["version"] == "1.5"
+    assert all(p.attachments == [] for p in text_payloads[:-1])
 
 
 def test_empty_reply_gets_neutral_text() -> None:
     (payload,) = final_message_payload(Reply(), feedback_mode=None)
-    assert payload.text == EMPTY_REPLY_TEXT
+    assert payload.text == NO_TEXT_ANSWER
     assert payload.channel_data == {}
     (payload,) = final_message_payload(
         Reply(files=[FilePart("https://x.io/a.zip", "application/zip")])
@@ -485,7 +548,9 @@ _MARKDOWN = st.lists(_TOKENS | st.text(max_size=5), max_size=80).map("".join)
 def test_to_teams_markdown_is_total(md: str) -> None:
     rendered = to_teams_markdown(md)
     assert isinstance(rendered.text, str)
-    json.dumps(rendered.cards)
+    head, card = split_at_first_table(rendered)  # the final's tables-in-place card, too
+    assert rendered.text.startswith(head)
+    json.dumps(card)
 
 
 @settings(max_examples=200, deadline=None)

@@ -22,9 +22,10 @@ from relay.devtools.neo_emulator_streams import fixture_script
 from relay.devtools.teams_connector import TeamsConnectorEmulator
 from relay.domain import BotId, ConversationId, Reply, make_turn_id
 from relay.store import open_store
+from relay.teams.markdown import to_teams_markdown
 from relay.teams.render import final_message_payload
 from relay.teams.stream import NO_ANSWER
-from relay.teams.stream_text import safe_cuts, streamable_text
+from relay.teams.stream_text import streamable_text
 from tests.fakes.harness import BOT_A, Harness, close_harness, make_harness
 from tests.paths import fixture
 from tests.teams.stream_support import NeoGate, text_chunks
@@ -227,14 +228,12 @@ def test_streamable_text_is_prefix_stable(blocks: list[str], cut: int) -> None:
     full = "\n\n".join(blocks)
     early = streamable_text(full[:cut], 40_000)
     later = streamable_text(full, 40_000)
-    final = final_message_payload(Reply(text_parts=[full]))[0].text
+    final = final_message_payload(Reply(text_parts=[full]))[0]
     assert later.startswith(early)
-    assert final.startswith(later)
-
-
-def test_safe_cuts_skip_blank_lines_inside_code() -> None:
-    text = "a\n\n```\nx\n\ny\n```\n\nb"
-    assert [text[:c] for c in safe_cuts(text)] == ["a\n\n", "a\n\n```\nx\n\ny\n```\n\n"]
+    if final.in_place:  # tables shown in a card: the stream closes with its text, then replaces
+        assert to_teams_markdown(full).text.startswith(later)
+    else:
+        assert final.text.startswith(later)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -290,9 +289,9 @@ async def test_teams_cap_403_delivers_only_the_remainder(tmp_path: Path) -> None
         conv = "a:cap403"
         gate = NeoGate(h)
         await h.deliver(h.activity(BOT_A, "long job", conversation_id=conv), bot=BOT_A)
-        await gate.push(*text_chunks("Para one.\n\nPara two"))
+        await gate.push(*text_chunks("Para one.\n\nParatwo"))
         await asyncio.sleep(0.8)
-        await gate.push(*text_chunks(" continues.\n\nPara three.", start=False))
+        await gate.push(*text_chunks(" continues.\n\nParathree.", start=False))
         await h.wait_for(
             lambda: h.teams.stream_requests(conv)[-1].status == 403, what="the cap's 403"
         )
@@ -302,7 +301,7 @@ async def test_teams_cap_403_delivers_only_the_remainder(tmp_path: Path) -> None
         assert h.teams.violations == []
         # The streamed "Para one." stays as Teams closed it; only the rest is sent, once.
         assert h.teams.stream_requests(conv)[-2].activity["text"] == "Para one."
-        assert h.teams.visible_text(conv) == ["Para two continues.\n\nPara three."]
+        assert h.teams.visible_text(conv) == ["Paratwo continues.\n\nParathree."]
     finally:
         await close_harness(h)
 
@@ -311,7 +310,7 @@ async def test_failure_mid_stream_closes_the_stream_with_the_error(tmp_path: Pat
     h = await make_harness(tmp_path, sse_max_reconnects=0)
     try:
         conv = "a:fail"
-        h.neo.script = lambda turn: text_chunks("Para one.\n\nPara two", end=True)
+        h.neo.script = lambda turn: text_chunks("Para one.\n\nParatwo", end=True)
         h.neo.chunk_delay = 0.6
         h.neo.drop_stream_after(4, times=5)
         await h.deliver(h.activity(BOT_A, "hi", conversation_id=conv), bot=BOT_A)
@@ -364,9 +363,9 @@ async def test_group_edit_in_place_posts_early_and_edits_to_the_rich_final(
         gate = NeoGate(h)
         act = h.activity(BOT_A, "hi", conversation_id=conv, conversation_type="groupChat")
         await h.deliver(act, bot=BOT_A)
-        await gate.push(*text_chunks("Para one.\n\nPara two"))
+        await gate.push(*text_chunks("Para one.\n\nParatwo"))
         await h.wait_for(lambda: len(h.teams.messages(conv)) == 1, what="the early message")
-        await gate.push(*text_chunks(" continues.\n\nPara three [1].", start=False))
+        await gate.push(*text_chunks(" continues.\n\nParathree [1].", start=False))
         await h.wait_for(lambda: len(h.teams.messages(conv)) == 2, what="an edit")
         source = {"type": "source-url", "sourceId": "s", "url": "https://example.com/kb"}
         await gate.push(source, *text_chunks("", start=False, end=True), done=True)
@@ -376,14 +375,14 @@ async def test_group_edit_in_place_posts_early_and_edits_to_the_rich_final(
         assert [r.method for r in sent] == ["POST", "PUT", "PUT"]
         assert [r.activity["text"] for r in sent[:2]] == [
             "Para one.",
-            "Para one.\n\nPara two continues.",
+            "Para one.\n\nParatwo continues.\n\nParathree",  # word by word: "[1]." waits
         ]
         final = sent[-1].activity
         assert final["channelData"] == {"feedbackLoop": {"type": "default"}}
         assert final["entities"][0]["additionalType"] == ["AIGeneratedContent"]
         assert len(final["entities"][0]["citation"]) == 1
         assert sent[2].at - sent[1].at >= 0.26  # RELAY_STREAM_INTERVAL 0.2 × 4/3
-        assert h.teams.visible_text(conv) == ["Para one.\n\nPara two continues.\n\nPara three [1]."]
+        assert h.teams.visible_text(conv) == ["Para one.\n\nParatwo continues.\n\nParathree [1]."]
         assert h.teams.stream_requests(conv) == []  # no streaming outside 1:1 chats
         assert h.teams.violations == []
     finally:
@@ -406,7 +405,7 @@ async def test_restart_mid_stream_closes_the_old_stream_then_sends_the_rest(
         conv = "a:restart"
         gate = NeoGate(h)
         await h.deliver(h.activity(BOT_A, "hi", conversation_id=conv), bot=BOT_A)
-        await gate.push(*text_chunks("Para one.\n\nPara two"))
+        await gate.push(*text_chunks("Para one.\n\nParatwo"))
         await h.wait_for(
             lambda: h.teams.stream_requests(conv)[-1].activity.get("text") == "Para one.",
             what="the first paragraph streamed",
@@ -427,7 +426,7 @@ async def test_restart_mid_stream_closes_the_old_stream_then_sends_the_rest(
         await gate.push(*text_chunks(" continues.", start=False, end=True), done=True)
         await h.wait_for(lambda: len(h.teams.messages(conv)) == 2, what="the rest")
         await h.wait_idle()
-        assert h.teams.visible_text(conv) == ["Para one.", "Para two continues."]
+        assert h.teams.visible_text(conv) == ["Para one.", "Paratwo continues."]
         assert len(_finals(h, conv)) == 1
         rest = h.teams.messages(conv)[-1]
         assert rest["entities"][0]["additionalType"] == ["AIGeneratedContent"]
@@ -479,7 +478,7 @@ async def test_a_stream_that_teams_already_ended_is_not_closed_twice(tmp_path: P
         conv = "a:restart-ended"
         gate = NeoGate(h)
         await h.deliver(h.activity(BOT_A, "hi", conversation_id=conv), bot=BOT_A)
-        await gate.push(*text_chunks("Para one.\n\nPara two"))
+        await gate.push(*text_chunks("Para one.\n\nParatwo"))
         await h.wait_for(
             lambda: h.teams.stream_requests(conv)[-1].activity.get("text") == "Para one.",
             what="the first paragraph streamed",
@@ -492,7 +491,7 @@ async def test_a_stream_that_teams_already_ended_is_not_closed_twice(tmp_path: P
         await h.wait_idle()
         refused = h.teams.stream_requests(conv)[-1]
         assert (refused.activity["type"], refused.status) == ("message", 403)  # treated as closed
-        assert h.teams.visible_text(conv) == ["Para two continues."]
+        assert h.teams.visible_text(conv) == ["Paratwo continues."]
         assert h.teams.violations == []
     finally:
         await close_harness(h)
@@ -532,13 +531,13 @@ async def test_shutdown_mid_stream_sends_nothing_more(tmp_path: Path) -> None:
         gate = NeoGate(h)
         act = h.activity(BOT_A, "hi", conversation_id=conv)
         await h.deliver(act, bot=BOT_A)
-        await gate.push(*text_chunks("Para one.\n\nPara two"))
+        await gate.push(*text_chunks("Para one.\n\nParatwo"))
         await h.wait_for(
             lambda: h.teams.stream_requests(conv)[-1].activity.get("text") == "Para one.",
             what="the first paragraph streamed",
         )
         h.teams.latency = 0.3  # the next update is on the wire when the relay stops
-        await gate.push(*text_chunks(" continues.\n\nPara three", start=False), settle=False)
+        await gate.push(*text_chunks(" continues.\n\nParathree", start=False), settle=False)
         await h.wait_for(lambda: len(h.teams.stream_requests(conv)) == 3, what="an update")
         count = len(h.teams.received)
         await h.stop_relay()
@@ -552,7 +551,7 @@ async def test_shutdown_mid_stream_sends_nothing_more(tmp_path: Path) -> None:
             record = await store.get_delivery(turn_id)
         finally:
             await store.close()
-        shown = "Para one.\n\nPara two continues."
+        shown = "Para one.\n\nParatwo continues."
         assert h.teams.stream_requests(conv)[-1].activity["text"] == shown
         assert (record["shown_text"], record["stream_closed"]) == (shown, False)
         h.teams.latency = 0.0
@@ -560,7 +559,7 @@ async def test_shutdown_mid_stream_sends_nothing_more(tmp_path: Path) -> None:
         await gate.push(*text_chunks(".", start=False, end=True), done=True)
         await h.wait_for(lambda: len(h.teams.messages(conv)) == 2, what="final and rest")
         await h.wait_idle()
-        assert h.teams.visible_text(conv) == [shown, "Para three."]
+        assert h.teams.visible_text(conv) == [shown, "Parathree."]
         assert h.teams.violations == []
     finally:
         await close_harness(h)

@@ -7,8 +7,10 @@ so every scenario's requests are normalised (ids, URLs) and compared with a revi
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,7 +73,7 @@ async def test_personal_answer_with_progress_text_and_citations(h: Harness) -> N
     gate = await _start(h, conv)
     await gate.push(*chunks[0:8])  # data-status, start, start-step, reasoning → "Thinking…"
     await release_one(h, 2)
-    await gate.push(*chunks[8:17])  # text without a blank line yet, tool call → "Using …"
+    await gate.push(*chunks[8:17])  # text without a blank line yet, tool call: its words show
     await release_one(h, 3)
     await gate.push(*chunks[17:22])  # second step's text: the first paragraph is complete
     await release_one(h, 4)
@@ -124,11 +126,11 @@ async def test_two_minute_budget_closes_the_stream_and_sends_the_rest(tmp_path: 
     try:
         conv = "a:contract-cap"
         gate = await _start(h, conv, paused=False)
-        await gate.push(*text_chunks("Para one.\n\nPara two"))
+        await gate.push(*text_chunks("Para one.\n\nParatwo"))
         await h.wait_for(lambda: len(h.teams.messages(conv)) == 1, timeout=5, what="early final")
         await h.wait_for(lambda: len(h.teams.received) >= 4, what="the typing indicator")
         await gate.push(
-            *text_chunks(" continues.\n\nPara three [1].", start=False),
+            *text_chunks(" continues.\n\nParathree [1].", start=False),
             SOURCE,
             *text_chunks("", start=False, end=True)[1:],
             done=True,
@@ -137,7 +139,7 @@ async def test_two_minute_budget_closes_the_stream_and_sends_the_rest(tmp_path: 
         assert h.teams.violations == []
         assert h.teams.visible_text(conv) == [
             "Para one.",
-            "Para two continues.\n\nPara three [1].",
+            "Paratwo continues.\n\nParathree [1].",
         ]
         assert_snapshot("personal_budget", normalise(h.teams.received, conv))
     finally:
@@ -203,3 +205,50 @@ async def test_answer_longer_than_one_message(tmp_path: Path) -> None:
         assert_snapshot("personal_long", normalise(h.teams.received, conv))
     finally:
         await close_harness(h)
+
+
+async def _answer_at_once(h: Harness, conv: str, *chunks: dict[str, Any]) -> None:
+    gate = await _start(h, conv, paused=False)
+    await gate.push(*chunks, done=True)
+    await h.wait_for(lambda: bool(h.teams.messages(conv)), what="the final")
+    await h.wait_idle()
+    assert h.teams.violations == []
+
+
+async def test_approval_only_answer_is_one_final_with_the_card(h: Harness) -> None:
+    conv = "a:contract-approval"
+    til = {"til_request_id": 42, "description": "Restart the print spooler on PRN-01"}
+    steps = text_chunks("", end=True)
+    await _answer_at_once(h, conv, *steps[:2], {"type": "data-til", "data": til}, *steps[3:])
+    assert_snapshot("personal_approval_only", normalise(h.teams.received, conv))
+
+
+async def test_error_ending_keeps_the_text_and_says_it_stopped_early(h: Harness) -> None:
+    conv = "a:contract-error"
+    await _answer_at_once(
+        h,
+        conv,
+        *text_chunks("Partial ans"),
+        {"type": "error", "errorText": "model error: rate limited"},
+        {"type": "finish", "finishReason": "error"},
+    )
+    sent = normalise(h.teams.received, conv)
+    final = sent[-1]["activity"]
+    final["text"] = re.sub(r"\(ref chat-turn-\w+\)", "(ref <chat-turn>)", final["text"])
+    assert_snapshot("personal_error_ending", sent)
+
+
+async def test_table_final_replaces_the_streamed_rows_in_place(h: Harness) -> None:
+    conv = "a:contract-table"
+    table = "| Method | Command |\n|---|---|\n| PowerShell | `Restart-Service Spooler` |"
+    gate = await _start(h, conv, paused=False)
+    await gate.push(*text_chunks(f"Two ways.\n\n{table}\n\n"))
+    await h.wait_for(
+        lambda: "**Method**" in (h.teams.stream_requests(conv)[-1].activity.get("text") or ""),
+        what="the flattened row streamed",
+    )
+    await gate.push(*text_chunks("Then print a test page.", start=False, end=True), done=True)
+    await h.wait_for(lambda: len(h.teams.messages(conv)) == 2, what="the replace")
+    await h.wait_idle()
+    assert h.teams.violations == []
+    assert_snapshot("personal_table_in_place", normalise(h.teams.received, conv))
