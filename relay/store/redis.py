@@ -337,7 +337,7 @@ class RedisStore:
         # MULTI/EXEC: the write and the read are one atomic step, one field per hash entry.
         async with self._redis.pipeline(transaction=True) as pipe:
             if present:
-                pipe.hset(key, mapping=present)
+                pipe.hset(key, mapping=cast(dict[Any, Any], present))
             if absent:
                 pipe.hdel(key, *absent)
             pipe.hgetall(key)
