@@ -10,6 +10,15 @@ undocumented (§b) the emulator picks one plausible answer and says so. Fault kn
 (:meth:`NeoEmulator.fail_next`, :meth:`~NeoEmulator.drop_stream_after`,
 :meth:`~NeoEmulator.stall_stream_after`, :meth:`~NeoEmulator.hang_before_first_byte`) let tests
 drive the client's error and resume paths over real HTTP instead of mocking httpx.
+
+Conversation lifecycle knobs (each an assumption about Neo, written out in
+``neo_emulator_lifecycle``): :meth:`~NeoEmulator.archive_session` (posts then get 409
+``session_archived``, as after a dashboard archive), :meth:`~NeoEmulator.delete_session` (404),
+:meth:`~NeoEmulator.forbid_session` (403: the channel was re-pointed to another owner),
+:meth:`~NeoEmulator.null_since_cursor` (a 202 whose ``since_cursor`` is null, as Neo's docs allow
+"under Redis failure"), ``til_pause`` ("hold" / "end": a TIL part pauses the turn until its
+decision) and ``name_turns`` (chunks carry their ``chat_turn_id``). Turns of one session always
+run one after another, so a turn the relay stopped tailing keeps writing into the stream.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from relay.devtools.neo_emulator_lifecycle import Decisions, TurnPlan, cancel_quietly, play_turn
 from relay.devtools.neo_emulator_streams import (
     EmulatedSession,
     Fault,
@@ -38,7 +48,6 @@ from relay.devtools.neo_emulator_streams import (
     json_object,
     message_problem,
     now_iso,
-    run_turn,
     serve_events,
     take_fault,
 )
@@ -93,6 +102,8 @@ class NeoEmulator:
         unmapped_message: str = DEFAULT_UNMAPPED_MESSAGE,
         branding: dict[tuple[str, str], dict[str, Any]] | None = None,
         til_forbidden: set[str] | None = None,
+        til_pause: str | None = None,
+        name_turns: bool = False,
     ) -> None:
         self.api_key = api_key
         self.script = script
@@ -104,6 +115,12 @@ class NeoEmulator:
         self.unmapped_message = unmapped_message
         self.branding = dict(branding or {})
         self.til_forbidden = set(til_forbidden or ())
+        self.til_pause = til_pause
+        self.name_turns = name_turns
+        self.decisions = Decisions()
+        self.forbidden_sessions: set[str] = set()
+        self._null_cursors = 0
+        self._side: dict[str, set[asyncio.Task[None]]] = {}  # session id -> continuations
         self.requests: list[RecordedRequest] = []
         self.responses: list[RecordedResponse] = []
         self.sessions: dict[str, EmulatedSession] = {}
@@ -138,10 +155,10 @@ class NeoEmulator:
 
     async def stop(self) -> None:
         for session in self.sessions.values():
-            if session.turn and not session.turn.done():
-                session.turn.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await session.turn
+            await cancel_quietly(session.turn)
+        for tasks in self._side.values():
+            for task in list(tasks):
+                await cancel_quietly(task)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -183,6 +200,29 @@ class NeoEmulator:
     def hang_next(self, path_kind: str, seconds: float, times: int = 1) -> None:
         """Sleep ``seconds`` before answering the next ``times`` calls of ``path_kind``."""
         self._hangs.setdefault(path_kind, []).append(StreamFault(0, times, seconds))
+
+    # -- conversation lifecycle (neo_emulator_lifecycle) ---------------------------------------
+
+    def archive_session(self, session_id: str) -> None:
+        """Archive as the dashboard does: later posts get 409 ``session_archived``."""
+        self.sessions[session_id].archived_at = now_iso()
+
+    def delete_session(self, session_id: str) -> None:
+        """Forget the session: every later call on it gets 404."""
+        self.sessions.pop(session_id)
+
+    def forbid_session(self, session_id: str) -> None:
+        """The session is no longer this caller's (its channel was re-pointed): 403."""
+        self.forbidden_sessions.add(session_id)
+
+    def null_since_cursor(self, times: int = 1) -> None:
+        """Answer the next ``times`` posts with ``since_cursor: null`` [AM: "may be None"]."""
+        self._null_cursors += times
+
+    def _spawn_side(self, session_id: str, task: asyncio.Task[None]) -> None:
+        tasks = self._side.setdefault(session_id, set())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -327,8 +367,10 @@ class NeoEmulator:
                 "a message with this client_message_id already exists",
                 details={"message_id": original},
             )
+        if session.id in self.forbidden_sessions:
+            return self._error(request, 403, "FORBIDDEN", "this session belongs to another owner")
         if session.archived_at is not None:
-            return self._error(request, 409, "session_archived", "the session was reset")
+            return self._error(request, 409, "session_archived", "the session was archived")
         message_id = f"um_{uuid.uuid4().hex[:16]}"
         if client_id:
             session.client_message_ids[client_id] = message_id
@@ -342,34 +384,33 @@ class NeoEmulator:
             tenant=session.tenant,
         )
         self.posted_messages.append({**body, "session_id": session.id, "message_id": message_id})
-        previous = session.turn
-        session.turn = asyncio.create_task(self._run(previous, turn, session))
+        chat_turn_id = f"chat-turn-{uuid.uuid4().hex[:12]}"
+        plan = TurnPlan(
+            chunks=self.script(turn),
+            chat_turn_id=chat_turn_id,
+            chunk_delay=self.chunk_delay,
+            first_chunk_delay=self.first_chunk_delay,
+            til_pause=self.til_pause,
+            name_turns=self.name_turns,
+        )
+        session.turn = asyncio.create_task(
+            play_turn(
+                session.turn,
+                session,
+                plan,
+                self.decisions,
+                lambda task: self._spawn_side(session.id, task),
+            )
+        )
+        null_cursor = self._null_cursors > 0
+        self._null_cursors -= int(null_cursor)
         data = {
-            "chat_turn_id": f"chat-turn-{uuid.uuid4().hex[:12]}",
-            "since_cursor": since_cursor,
+            "chat_turn_id": chat_turn_id,
+            "since_cursor": None if null_cursor else since_cursor,
             "user_message_id": message_id,
             "show_agent_progress_steps": session.show_progress,
         }
         return self._ok(request, data, status=202)
-
-    async def _run(
-        self, previous: asyncio.Task[None] | None, turn: TurnInput, session: EmulatedSession
-    ) -> None:
-        if previous is not None and not previous.done():
-            # Turns of one session run one after another, like a per-session workflow queue;
-            # a reset that cancels this turn while it waits cancels the one it waits for too.
-            try:
-                await asyncio.wait([previous])
-            except asyncio.CancelledError:
-                previous.cancel()
-                raise
-        chunks = self.script(turn)
-        await run_turn(
-            session.log,
-            chunks,
-            chunk_delay=self.chunk_delay,
-            first_chunk_delay=self.first_chunk_delay,
-        )
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         if (injected := await self._injected(request, "events")) is not None:
@@ -390,10 +431,9 @@ class NeoEmulator:
             return self._not_found(request)
         if session.archived_at is None:
             session.archived_at = now_iso()
-        if session.turn is not None and not session.turn.done():
-            session.turn.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await session.turn
+        await cancel_quietly(session.turn)
+        for task in list(self._side.get(session.id, ())):
+            await cancel_quietly(task)
         return self._ok(request, session.resource())
 
     async def _upload_url(self, request: web.Request) -> web.StreamResponse:
@@ -482,6 +522,7 @@ class NeoEmulator:
         if rid in self.til_decisions:
             return self._error(request, 409, "already_resolved", "this request was already decided")
         self.til_decisions[rid] = body
+        self.decisions.decide(rid)  # a turn paused on this request goes on
         user = body.get("acting_end_user")
         data = {
             "id": int(rid) if rid.isdigit() else rid,

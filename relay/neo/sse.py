@@ -1,10 +1,11 @@
 """The two streaming HTTP exchanges of the Neo client: the SSE tail and the blob PUT.
 
 Split out of ``relay.neo.client``, which keeps the JSON calls and builds these requests (auth,
-``since`` / ``Last-Event-Id``, timeouts). For the tail, this module reads the ``text/event-stream`` with httpx-sse, yielding one :class:`SseFrame` per event.
-Resume, dedupe, turn scoping and time limits are ``relay.neo.events``' job; here an ``id`` the
-decoder carries over from an earlier event (SSE ``lastEventId`` semantics) is reported as None, so
-callers can dedupe by id safely (neo-chat-api.md §a.4 [TAIL], §b items 1 and 5).
+``since`` / ``Last-Event-Id``, timeouts). For the tail, this module reads the
+``text/event-stream`` with httpx-sse and yields one :class:`SseFrame` per event; resume, dedupe,
+turn scoping and time limits are ``relay.neo.events``' job. An ``id`` the decoder carries over
+from an earlier event (SSE ``lastEventId`` semantics) is reported as None, so callers can dedupe by
+id safely (neo-chat-api.md §a.4 [TAIL], §b items 1 and 5).
 """
 
 from __future__ import annotations
