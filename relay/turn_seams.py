@@ -162,17 +162,3 @@ def failure_text(exc: BaseException, *, doing: str = "get an answer") -> str:
             f"Please try again in a minute.{ref}"
         )
     return f"Sorry, I couldn't {doing} this time. Please try again.{ref}"
-
-
-def failure_text(exc: BaseException, *, doing: str = "get an answer") -> str:
-    """The one user-visible error format: Neo's own words, or a short apology + request id."""
-    if isinstance(exc, UserFacingError):
-        return exc.message  # written for end users by Neo (end_company_not_mapped): verbatim
-    rid = exc.request_id if isinstance(exc, UpstreamError) else None
-    ref = f" (reference: {rid})" if rid else ""
-    if isinstance(exc, UpstreamError) and exc.service == "neo" and exc.status == 429:
-        return (
-            "Neo is busy right now and couldn't take your message. "
-            f"Please try again in a minute.{ref}"
-        )
-    return f"Sorry, I couldn't {doing} this time. Please try again.{ref}"
