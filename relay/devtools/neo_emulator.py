@@ -120,6 +120,9 @@ class NeoEmulator:
         self.decisions = Decisions()
         self.forbidden_sessions: set[str] = set()
         self._null_cursors = 0
+        self._lost_answers: list[StreamFault] = []
+        # The duplicate client_message_id 409's code is undocumented (§b item 12).
+        self.duplicate_code = "duplicate_client_message_id"
         self._side: dict[str, set[asyncio.Task[None]]] = {}  # session id -> continuations
         self.requests: list[RecordedRequest] = []
         self.responses: list[RecordedResponse] = []
@@ -218,6 +221,11 @@ class NeoEmulator:
     def null_since_cursor(self, times: int = 1) -> None:
         """Answer the next ``times`` posts with ``since_cursor: null`` [AM: "may be None"]."""
         self._null_cursors += times
+
+    def lose_next_answer(self, seconds: float, times: int = 1) -> None:
+        """Process the next ``times`` posts, then hold their 202 for ``seconds`` (a client
+        timing out sees an ambiguous failure of a post that did happen)."""
+        self._lost_answers.append(StreamFault(0, times, seconds))
 
     def _spawn_side(self, session_id: str, task: asyncio.Task[None]) -> None:
         tasks = self._side.setdefault(session_id, set())
@@ -363,7 +371,7 @@ class NeoEmulator:
             return self._error(
                 request,
                 409,
-                "duplicate_client_message_id",
+                self.duplicate_code,
                 "a message with this client_message_id already exists",
                 details={"message_id": original},
             )
@@ -404,6 +412,8 @@ class NeoEmulator:
         )
         null_cursor = self._null_cursors > 0
         self._null_cursors -= int(null_cursor)
+        if (lost := take_fault(self._lost_answers)) is not None:
+            await asyncio.sleep(lost.seconds)
         data = {
             "chat_turn_id": chat_turn_id,
             "since_cursor": None if null_cursor else since_cursor,
