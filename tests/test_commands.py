@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 from relay.commands import HELP, RESET, RESET_DONE, parse_command
-from relay.domain import BotId, ConversationId, ModelTier
+from relay.domain import BotId, ConversationId, ModelTier, TurnState
+from relay.turns import RESET_STOPPED_TEXT
 from tests.fakes.harness import BOT_A, Harness, answer_script
 
 
@@ -31,31 +34,65 @@ def test_parse_command_is_case_insensitive_and_leaves_other_text_alone() -> None
     assert parse_command("/weather today").text == "/weather today"
 
 
-async def test_reset_right_after_a_question_runs_after_its_answer(harness: Harness) -> None:
+async def test_reset_right_after_a_question_stops_it_and_starts_fresh(harness: Harness) -> None:
     h = harness
     h.neo.script = answer_script
-    h.neo.chunk_delay = 0.05  # the answer takes a while: /reset must wait for it
+    h.neo.chunk_delay = 0.5  # the answer takes a while: /reset must not wait for it
     conv = "a:conv-reset"
     assert (
         await h.deliver(h.activity(BOT_A, "first question", conversation_id=conv), bot=BOT_A)
     ).status == 200
+    await h.wait_for(lambda: bool(h.neo.posted_messages), what="the question posted")
     assert (
         await h.deliver(h.activity(BOT_A, "/reset", conversation_id=conv), bot=BOT_A)
     ).status == 200
-    await h.wait_for(lambda: len(h.teams.messages(conv)) == 2, what="answer and confirmation")
-    answer, confirmation = h.teams.messages(conv)
-    assert answer["text"].startswith("Answer to: first question")
+    await h.wait_for(lambda: len(h.teams.messages(conv)) == 2, what="stop and confirmation")
+    stopped, confirmation = h.teams.messages(conv)
+    assert RESET_STOPPED_TEXT in stopped["text"]
     assert confirmation["text"] == RESET_DONE
     assert len(_resets(h)) == 1
     [session_id] = list(h.neo.sessions)
     assert h.neo.sessions[session_id].archived_at is not None
     assert await h.components.store.get_session(BotId(BOT_A.app_id), ConversationId(conv)) is None
+    turns = await h.components.store.conversation_turns(BotId(BOT_A.app_id), ConversationId(conv))
+    assert [t.state for t in turns] == [TurnState.CANCELLED, TurnState.DELIVERED]
 
     # The next message starts a fresh session; /reset itself never reached the agent.
+    h.neo.chunk_delay = 0.0
     await h.deliver(h.activity(BOT_A, "second question", conversation_id=conv), bot=BOT_A)
     await h.wait_for(lambda: len(h.teams.messages(conv)) == 3, what="the next answer")
+    assert h.teams.messages(conv)[-1]["text"].startswith("Answer to: second question")
     assert _session_creates(h) == 2
     assert [m["message"] for m in h.neo.posted_messages] == ["first question", "second question"]
+    assert h.teams.violations == []
+
+
+async def test_reset_escapes_a_turn_that_never_ends(harness: Harness) -> None:
+    h = harness
+    h.neo.script = answer_script
+    h.neo.first_chunk_delay = 3600.0  # Neo accepted the turn and never answers
+    conv = "a:conv-hung"
+    await h.deliver(h.activity(BOT_A, "hello?", conversation_id=conv), bot=BOT_A)
+    await h.wait_for(lambda: len(h.teams.received) >= 1, what="the progress indicator")
+    [old_session] = list(h.neo.sessions)
+    started = time.monotonic()
+    await h.deliver(h.activity(BOT_A, "/new", conversation_id=conv), bot=BOT_A)
+    await h.wait_for(
+        lambda: RESET_DONE in h.teams.visible_text(conv), timeout=5.0, what="the confirmation"
+    )
+    assert time.monotonic() - started < 5.0
+    assert h.neo.sessions[old_session].archived_at is not None
+    assert h.neo.sessions[old_session].turn is not None
+    assert h.neo.sessions[old_session].turn.done()  # Neo's reset cancelled the hung turn
+
+    h.neo.first_chunk_delay = 0.0
+    await h.deliver(h.activity(BOT_A, "after the reset", conversation_id=conv), bot=BOT_A)
+    await h.wait_for(
+        lambda: any(t.startswith("Answer to: after") for t in h.teams.visible_text(conv)),
+        what="the next answer",
+    )
+    assert h.neo.posted_messages[-1]["session_id"] != old_session
+    assert _session_creates(h) == 2
     assert h.teams.violations == []
 
 
