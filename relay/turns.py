@@ -38,7 +38,6 @@ from collections.abc import AsyncIterator
 from relay.domain import (
     BotId,
     ConversationId,
-    EventId,
     Reply,
     ReplyOutcome,
     SessionRecord,
@@ -52,6 +51,7 @@ from relay.journal import IllegalTransition, check_transition
 from relay.segments import Segments
 from relay.sessions import SessionSteps
 from relay.store.base import Store
+from relay.tail_journal import TailJournal
 from relay.turn_seams import (
     Assembler,
     CommandHandler,
@@ -62,7 +62,6 @@ from relay.turn_seams import (
     Posted,
     ReplySink,
     SinkFactory,
-    TailScope,
     failure_text,
 )
 
@@ -95,7 +94,6 @@ FAIL_GRACE = 30.0
 # turn over to relay.followups: the conversation's next message must not queue behind a
 # technician who decides tomorrow.
 HANDOFF_SECONDS = 60.0
-TAIL_NOTE = "tail"  # the conversation note saying how the last tail on the session ended
 ConversationKey = tuple[BotId, ConversationId]
 
 
@@ -298,15 +296,15 @@ class TurnPipeline:
     async def _tail(self, turn: Turn, segments: Segments) -> Reply:
         assert turn.session_id is not None
         assembler = self._neo.assembler()
-        checkpoint = _Checkpoint(self._store, turn)
+        journal = TailJournal(self._store, turn)
         if turn.state is TurnState.POSTED:
             await self._advance(turn, TurnState.STREAMING)
-        scope = await self._scope(turn)
+        scope = await journal.scope()
         terminal = False
         # Always re-read from since_cursor (not last_event_id): the assembler rebuilds the whole
         # answer, and the sinks' journaled delivery state says what Teams has already shown.
         chunks = self._neo.tail(
-            turn.session_id, since=turn.since_cursor, on_event_id=checkpoint.seen, scope=scope
+            turn.session_id, since=turn.since_cursor, on_event_id=journal.seen, scope=scope
         )
         try:
             while True:
@@ -324,37 +322,8 @@ class TurnPipeline:
                 await segments.update(assembler.reply)
         finally:
             await _aclose(chunks)
-            await self._tail_ended(turn, checkpoint, terminal)
+            await journal.ended(terminal)
         return assembler.reply
-
-    async def _scope(self, turn: Turn) -> TailScope:
-        """Skip the previous turn's leftovers if it did not reach its terminal chunk."""
-        note = await self._store.get_note(turn.bot_id, turn.conversation_id, TAIL_NOTE) or {}
-        if note.get("turn_id") == turn.turn_id:
-            await_start = bool(note.get("await_start"))  # a resumed run decides as the first did
-        else:
-            await_start = note.get("session_id") == turn.session_id and not note.get("terminal")
-            fields = {
-                "turn_id": turn.turn_id,
-                "session_id": turn.session_id,
-                "await_start": await_start,
-                "terminal": False,
-            }
-            await self._store.merge_note(turn.bot_id, turn.conversation_id, TAIL_NOTE, fields)
-        return TailScope(chat_turn_id=turn.chat_turn_id, await_start=await_start)
-
-    async def _tail_ended(self, turn: Turn, checkpoint: _Checkpoint, terminal: bool) -> None:
-        """Journal the turn's last event id whatever the outcome (and how the tail ended)."""
-        try:
-            await checkpoint.flush()
-            if turn.last_event_id:
-                await self._store.set_session_cursor(
-                    turn.bot_id, turn.conversation_id, turn.last_event_id
-                )
-            fields = {"last_event_id": turn.last_event_id, "terminal": terminal}
-            await self._store.merge_note(turn.bot_id, turn.conversation_id, TAIL_NOTE, fields)
-        except Exception:
-            log.warning("turn %s: could not journal where its tail ended", turn.turn_id)
 
     async def _hand_over(self, turn: Turn, segments: Segments) -> None:
         """The turn waits on an approval card: the card is its outcome; relay.followups
@@ -399,36 +368,6 @@ async def _aclose(chunks: AsyncIterator[dict[str, object]]) -> None:
             await close()
         except Exception:
             log.debug("closing a tail failed", exc_info=True)
-
-
-class _Checkpoint:
-    """Persists the turn's last SSE event id: at the first event, then at most every
-    ``interval`` seconds (amortised journal writes), and once more at the end (``flush``)."""
-
-    # Why 5 s, not 1 s: a resumed run re-reads from since_cursor (not last_event_id), so mid-turn
-    # checkpoints only keep ``updated_at`` fresh for the lease sweep (which waits a whole lease
-    # period, 15 s by default); at 1 s they were ~40 % of a streamed turn's journal writes.
-    INTERVAL = 5.0
-
-    def __init__(self, store: Store, turn: Turn, interval: float = INTERVAL) -> None:
-        self._store = store
-        self._turn = turn
-        self._interval = interval
-        self._last_write = float("-inf")  # the first event is journaled at once
-        self._dirty = False
-
-    async def seen(self, event_id: EventId) -> None:
-        self._turn.last_event_id = event_id
-        self._dirty = True
-        if time.monotonic() - self._last_write >= self._interval:
-            await self.flush()
-
-    async def flush(self) -> None:
-        if self._dirty:
-            self._dirty = False
-            self._last_write = time.monotonic()
-            self._turn.updated_at = time.time()
-            await self._store.save_turn(self._turn)
 
 
 def _short(exc: BaseException) -> str:
