@@ -25,16 +25,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import quote
 
 from aiohttp import web
 
-from relay.devtools.neo_emulator_lifecycle import Decisions, TurnPlan, cancel_quietly, play_turn
+from relay.devtools.neo_emulator_features import FeatureHandlers
+from relay.devtools.neo_emulator_lifecycle import (
+    Decisions,
+    LifecycleKnobs,
+    TurnPlan,
+    cancel_quietly,
+    play_turn,
+)
 from relay.devtools.neo_emulator_streams import (
     EmulatedSession,
     Fault,
@@ -62,14 +67,6 @@ __all__ = [
 ]
 
 RATE_LIMIT = 1200  # requests per 60 s per tenant (neo-chat-api.md §a.3 [RL])
-ACCEPTED_TYPES = (
-    "image/png",
-    "image/jpeg",
-    "image/gif",
-    "image/webp",
-    "application/pdf",
-    "text/plain",
-)
 DEFAULT_UNMAPPED_MESSAGE = (
     "This Microsoft 365 tenant is not linked to a company yet. Ask your IT provider to link it "
     "in the Neo dashboard."
@@ -78,7 +75,7 @@ REQUEST_ID = web.RequestKey("request_id", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class NeoEmulator:
+class NeoEmulator(LifecycleKnobs, FeatureHandlers):
     """An in-process Neo API on 127.0.0.1.
 
     Usage::
@@ -203,34 +200,6 @@ class NeoEmulator:
     def hang_next(self, path_kind: str, seconds: float, times: int = 1) -> None:
         """Sleep ``seconds`` before answering the next ``times`` calls of ``path_kind``."""
         self._hangs.setdefault(path_kind, []).append(StreamFault(0, times, seconds))
-
-    # -- conversation lifecycle (neo_emulator_lifecycle) ---------------------------------------
-
-    def archive_session(self, session_id: str) -> None:
-        """Archive as the dashboard does: later posts get 409 ``session_archived``."""
-        self.sessions[session_id].archived_at = now_iso()
-
-    def delete_session(self, session_id: str) -> None:
-        """Forget the session: every later call on it gets 404."""
-        self.sessions.pop(session_id)
-
-    def forbid_session(self, session_id: str) -> None:
-        """The session is no longer this caller's (its channel was re-pointed): 403."""
-        self.forbidden_sessions.add(session_id)
-
-    def null_since_cursor(self, times: int = 1) -> None:
-        """Answer the next ``times`` posts with ``since_cursor: null`` [AM: "may be None"]."""
-        self._null_cursors += times
-
-    def lose_next_answer(self, seconds: float, times: int = 1) -> None:
-        """Process the next ``times`` posts, then hold their 202 for ``seconds`` (a client
-        timing out sees an ambiguous failure of a post that did happen)."""
-        self._lost_answers.append(StreamFault(0, times, seconds))
-
-    def _spawn_side(self, session_id: str, task: asyncio.Task[None]) -> None:
-        tasks = self._side.setdefault(session_id, set())
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -445,100 +414,3 @@ class NeoEmulator:
         for task in list(self._side.get(session.id, ())):
             await cancel_quietly(task)
         return self._ok(request, session.resource())
-
-    async def _upload_url(self, request: web.Request) -> web.StreamResponse:
-        if (injected := await self._injected(request, "upload")) is not None:
-            return injected
-        session = self._session(request)
-        if session is None:
-            return self._not_found(request)
-        body = await json_object(request) or {}
-        content_type = body.get("content_type")
-        if content_type not in ACCEPTED_TYPES:
-            return self._error(
-                request,
-                400,
-                "validation_error",
-                f"content_type must be one of {', '.join(ACCEPTED_TYPES)}",
-                details={"field": "content_type", "accepted": list(ACCEPTED_TYPES)},
-            )
-        filename = str(body.get("filename") or "upload").replace("/", "_")
-        blob_path = f"chat/{session.id}/{uuid.uuid4().hex[:12]}/{filename}"
-        signature = secrets.token_urlsafe(16)
-        self._grants[signature] = blob_path
-        url = f"{request.url.origin()}/blobs/{quote(blob_path)}?sig={signature}"
-        data = {
-            "upload_url": url,
-            "blob_path": blob_path,
-            "mime": content_type,
-            "max_image_bytes": self.max_image_bytes,
-        }
-        return self._ok(request, data)
-
-    async def _put_blob(self, request: web.Request) -> web.StreamResponse:
-        if (injected := await self._injected(request, "blob")) is not None:
-            return injected
-        blob_path = self._grants.get(request.query.get("sig", ""))
-        if blob_path is None or blob_path != request.match_info["path"]:
-            return web.Response(status=403, headers={"x-ms-error-code": "AuthenticationFailed"})
-        if request.headers.get("x-ms-blob-type") != "BlockBlob":
-            return web.Response(status=400, headers={"x-ms-error-code": "MissingRequiredHeader"})
-        data = await request.read()
-        self.blobs[blob_path] = (data, request.headers.get("x-ms-blob-content-type"))
-        return web.Response(status=201)
-
-    # -- channels and approvals ---------------------------------------------------------------
-
-    async def _install(self, request: web.Request) -> web.StreamResponse:
-        if (injected := await self._injected(request, "install")) is not None:
-            return injected
-        body = await json_object(request) or {}
-        bot_id, tenant = body.get("bot_id"), body.get("end_client_tenant_id")
-        if not bot_id or not tenant:
-            return self._error(
-                request, 400, "validation_error", "bot_id and end_client_tenant_id are required"
-            )
-        self.install_events.append(body)
-        brand = self.branding.get((str(bot_id), str(tenant)))
-        data = {
-            "display_name": (brand or {}).get("display_name", "Neo"),
-            "matched": brand is not None,
-            "welcome_message": (brand or {}).get("welcome_message"),
-        }
-        return self._ok(request, data)
-
-    async def _til_list(self, request: web.Request) -> web.StreamResponse:
-        """The decided requests, newest first, one page (``page_size`` 1-200) [TILLIST]."""
-        if (injected := await self._injected(request, "til")) is not None:
-            return injected
-        try:
-            size = int(request.query.get("page_size", "50"))
-        except ValueError:
-            size = 0
-        if not 1 <= size <= 200:
-            return self._error(request, 400, "validation_error", "page_size must be 1-200")
-        items = [{"id": rid, **body} for rid, body in reversed(self.til_decisions.items())]
-        return self._ok(request, items[:size])
-
-    async def _til_decision(self, request: web.Request) -> web.StreamResponse:
-        if (injected := await self._injected(request, "til")) is not None:
-            return injected
-        rid = request.match_info["rid"]
-        body = await json_object(request) or {}
-        if body.get("action") not in ("approve", "reject"):
-            return self._error(request, 400, "validation_error", "action must be approve|reject")
-        if rid in self.til_forbidden:
-            return self._error(request, 403, "FORBIDDEN", "not allowed to decide this request")
-        if rid in self.til_decisions:
-            return self._error(request, 409, "already_resolved", "this request was already decided")
-        self.til_decisions[rid] = body
-        self.decisions.decide(rid)  # a turn paused on this request goes on
-        user = body.get("acting_end_user")
-        data = {
-            "id": int(rid) if rid.isdigit() else rid,
-            "status": "APPROVED" if body["action"] == "approve" else "REJECTED",
-            "comment": body.get("note"),
-            "decided_by": {"id": user, "name": body.get("acting_end_user_name") or user},
-            "updated_at": now_iso(),
-        }
-        return self._ok(request, data)

@@ -27,7 +27,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay.devtools.neo_emulator_streams import DONE, EmulatedSession, EventLog, run_turn
+from relay.devtools.neo_emulator_streams import (
+    DONE,
+    EmulatedSession,
+    EventLog,
+    StreamFault,
+    now_iso,
+    run_turn,
+)
 
 TIL_TYPES = ("data-til", "data-approval", "data-til-request", "data-approval-request")
 
@@ -135,3 +142,39 @@ async def cancel_quietly(task: asyncio.Task[None] | None) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+class LifecycleKnobs:
+    """The lifecycle knobs of :class:`relay.devtools.neo_emulator.NeoEmulator` (a mixin)."""
+
+    sessions: dict[str, EmulatedSession]
+    forbidden_sessions: set[str]
+    _null_cursors: int
+    _lost_answers: list[StreamFault]
+    _side: dict[str, set[asyncio.Task[None]]]
+
+    def archive_session(self, session_id: str) -> None:
+        """Archive as the dashboard does: later posts get 409 ``session_archived``."""
+        self.sessions[session_id].archived_at = now_iso()
+
+    def delete_session(self, session_id: str) -> None:
+        """Forget the session: every later call on it gets 404."""
+        self.sessions.pop(session_id)
+
+    def forbid_session(self, session_id: str) -> None:
+        """The session is no longer this caller's (its channel was re-pointed): 403."""
+        self.forbidden_sessions.add(session_id)
+
+    def null_since_cursor(self, times: int = 1) -> None:
+        """Answer the next ``times`` posts with ``since_cursor: null`` [AM: "may be None"]."""
+        self._null_cursors += times
+
+    def lose_next_answer(self, seconds: float, times: int = 1) -> None:
+        """Process the next ``times`` posts, then hold their 202 for ``seconds`` (a client
+        timing out sees an ambiguous failure of a post that did happen)."""
+        self._lost_answers.append(StreamFault(0, times, seconds))
+
+    def _spawn_side(self, session_id: str, task: asyncio.Task[None]) -> None:
+        tasks = self._side.setdefault(session_id, set())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
