@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
+from aiohttp import web
+
+from relay.app import create_app
 from relay.commands import HELP, RESET, RESET_DONE, parse_command
 from relay.domain import BotId, ConversationId, ModelTier, TurnState
 from relay.turns import RESET_STOPPED_TEXT
-from tests.fakes.harness import BOT_A, Harness, answer_script
+from tests.fakes.harness import BOT_A, Harness, answer_script, close_harness, make_harness
+from tests.fakes.redis_server import RedisServer
 
 
 def _session_creates(h: Harness) -> int:
@@ -143,3 +148,41 @@ async def test_smart_sends_the_question_with_the_smart_tier(harness: Harness) ->
     posted = [(m["message"], m["model_tier"]) for m in h.neo.posted_messages]
     # An unknown /word is just text for the agent, with the default tier.
     assert posted == [("why is the VPN slow?", "SMART"), ("/weather in Paris", "FAST")]
+
+
+async def test_reset_on_another_replica_escapes_a_hung_turn(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Two relays on one Redis: the hung turn runs on one, /reset reaches the other."""
+    url = redis_server.url(prefix=redis_server.new_prefix())
+    h = await make_harness(tmp_path, bots=[BOT_A], RELAY_DATABASE_URL=url, lease_seconds=2.0)
+    assert h.settings.database_url == url
+    other = web.AppRunner(create_app(h.settings), access_log=None)
+    await other.setup()
+    site = web.TCPSite(other, "127.0.0.1", 0)
+    await site.start()
+    other_url = f"http://127.0.0.1:{other.addresses[0][1]}"
+    try:
+        h.neo.script = answer_script
+        h.neo.first_chunk_delay = 3600.0  # Neo accepted the turn and never answers
+        conv = "a:conv-hung-replicas"
+        await h.deliver(h.activity(BOT_A, "hello?", conversation_id=conv), bot=BOT_A)
+        await h.wait_for(lambda: bool(h.neo.posted_messages), what="the hung turn posted")
+        [old_session] = list(h.neo.sessions)
+        started = time.monotonic()
+        first_url, h.relay_url = h.relay_url, other_url  # the reset goes to the other replica
+        await h.deliver(h.activity(BOT_A, "/reset", conversation_id=conv), bot=BOT_A)
+        h.relay_url = first_url
+        await h.wait_for(
+            lambda: RESET_DONE in h.teams.visible_text(conv), timeout=5.0, what="the confirmation"
+        )
+        assert time.monotonic() - started < 5.0
+        assert h.neo.sessions[old_session].archived_at is not None
+        turns = await h.components.store.conversation_turns(
+            BotId(BOT_A.app_id), ConversationId(conv)
+        )
+        assert [t.state for t in turns] == [TurnState.CANCELLED, TurnState.DELIVERED]
+        assert sum(t == RESET_DONE for t in h.teams.visible_text(conv)) == 1
+    finally:
+        await other.cleanup()
+        await close_harness(h)
