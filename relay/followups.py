@@ -8,7 +8,9 @@ paused turn so the conversation is not blocked — nobody would tail the continu
 closes that gap: when a request is both *decided* (a click, ``relay.approvals``) and its turn
 *ended* without showing anything after the card, it tails the session from that turn's last event
 id for a bounded time (``RELAY_APPROVAL_FOLLOW_SECONDS``, default 10 minutes) and delivers any
-continuation as a new message in the same conversation. The two facts arrive in either order and
+continuation as a new message in the same conversation — a normal message even in a 1:1 chat,
+since a stream could collide with the next turn's (one stream per chat, teams-platform.md §1.1).
+The two facts arrive in either order and
 on any replica: each side merges its fact into the request's conversation note and reads the
 merged note back (``Store.merge_note`` is atomic), so whichever side completes the pair starts the
 tail, and a claim makes sure only one does. A follow-up is a background task, not a journaled
@@ -112,7 +114,7 @@ class FollowUps:
             assembler.feed(chunk)
             reply = after(assembler.reply, Mark())
             if sink is None and has_content(reply):
-                sink = self._sinks.open(turn, segment=segment)
+                sink = self._sinks.open(turn, segment=segment, streamed=False)
                 await sink.start(show_progress=False)
             if sink is not None:
                 await sink.update(reply)

@@ -121,9 +121,11 @@ class ReplySink(Protocol):
 
 
 class SinkFactory(Protocol):
-    def open(self, turn: Turn, *, segment: int = 0) -> ReplySink:
+    def open(self, turn: Turn, *, segment: int = 0, streamed: bool = True) -> ReplySink:
         """A sink for ``turn``; ``segment`` > 0 is a continuation after an approval card: a new
-        message (or stream) of its own, never the journaled stream of an earlier segment."""
+        message (or stream) of its own, never the journaled stream of an earlier segment.
+        ``streamed=False``: normal messages even in a 1:1 chat (a follow-up must not open a
+        second stream beside the next turn's: one stream per chat, teams-platform.md §1.1)."""
         ...
 
 

@@ -84,6 +84,7 @@ DEADLINE_TEXT = (
     "Sorry, this is taking far too long, so I've stopped waiting for the answer. Please try again."
 )
 RESET_STOPPED_TEXT = "Stopped — you started a new conversation."
+ABORTED_TEXT = "This answer was stopped before it was ready."
 # A turn that was started this many times without finishing (each start after a crash or restart)
 # is failed instead of run again: a message that crashes the process must not crash it forever.
 MAX_ATTEMPTS = 5
@@ -127,7 +128,7 @@ class TurnPipeline:
         self._commands = commands  # /reset, /help, install greeting (relay.commands)
         self._files = files  # attachment uploads (relay.attachments)
         self._sessions = SessionSteps(store, neo, notices)
-        self._handoff_seconds = handoff_seconds
+        self.handoff_seconds = handoff_seconds
         self.followups = FollowUps(store, neo, sinks, timeout=approval_follow_seconds)
         # /reset: the turn running per conversation (to cancel it), the turns being cancelled,
         # and per conversation the arrival time of the latest reset (earlier turns are stopped).
@@ -264,6 +265,11 @@ class TurnPipeline:
                 await self._finish(turn, TurnState.DELIVERED, None)
                 return
         view = segments.view(reply)
+        if reply.outcome is ReplyOutcome.ABORTED and not view.text.strip():
+            # Neo stopped the turn (a /reset on another replica, an operator) before any answer.
+            await self._tell(turn, segments, ABORTED_TEXT)
+            await self._finish(turn, TurnState.CANCELLED, reply.abort_reason or "aborted by Neo")
+            return
         if reply.outcome is ReplyOutcome.ERROR and not view.text:
             raise PermanentError(reply.error_text or "the agent reported an error", service="neo")
         assert segments.sink is not None
@@ -308,7 +314,7 @@ class TurnPipeline:
         )
         try:
             while True:
-                wait = self._handoff_seconds if segments.waiting_on_card else None
+                wait = self.handoff_seconds if segments.waiting_on_card else None
                 try:
                     async with asyncio.timeout(wait):
                         chunk = await anext(chunks)

@@ -15,7 +15,7 @@ from relay.approvals import NOT_SHOWN_TEXT
 from relay.devtools.neo_emulator_streams import TurnInput
 from relay.domain import BotId, ConversationId, TurnState
 from relay.teams.cards import CARD_CONTENT_TYPE
-from tests.fakes.harness import BOT_A, Harness
+from tests.fakes.harness import BOT_A, Harness, answer_script
 
 TECH_AAD = "00000000-0000-0000-0000-0000000000a1"  # the harness's sender
 BEFORE = "I'll restart the print spooler once a technician approves."
@@ -162,3 +162,47 @@ async def test_a_click_for_a_til_never_shown_calls_neo_not_at_all(harness: Harne
     assert h.neo.til_decisions == {}
     # The real click still works afterwards.
     await _approve_and_see_the_continuation(h, conv, card)
+
+
+async def test_a_turn_waiting_on_approval_does_not_block_the_conversation(
+    harness: Harness,
+) -> None:
+    """The tail hands a paused turn over; the next question is answered without the old
+    turn's continuation, which arrives on its own after the decision."""
+    h = harness
+    conv = "a:til-handoff"
+    h.neo.til_pause = "hold"
+    h.components.pipeline.handoff_seconds = 0.5
+
+    def script(turn: TurnInput) -> list[dict[str, object]]:
+        return _til_script(turn) if turn.message == "the printer is stuck" else answer_script(turn)
+
+    h.neo.script = script
+    await h.deliver(h.activity(BOT_A, "the printer is stuck", conversation_id=conv), bot=BOT_A)
+    await h.wait_for(lambda: bool(_cards(h, conv)), timeout=2.0, what="the card")
+    bot, cid = BotId(BOT_A.app_id), ConversationId(conv)
+    await h.wait_idle()
+    [first] = await h.components.store.conversation_turns(bot, cid)
+    assert first.state is TurnState.DELIVERED  # handed over while Neo still waits
+    # Neo queues the next question behind the paused turn (one session, one queue).
+    await h.deliver(h.activity(BOT_A, "is the VPN up?", conversation_id=conv), bot=BOT_A)
+    [card] = _cards(h, conv)
+    await h.deliver(_click(h, conv, card.get("_id"), "42", "click-h"), bot=BOT_A)
+    await h.wait_for(
+        lambda: (
+            any(t.startswith("Answer to: is the VPN up?") for t in h.teams.visible_text(conv))
+            and any(AFTER in t for t in h.teams.visible_text(conv))
+        ),
+        timeout=10,
+        what="the continuation and the next answer",
+    )
+    await h.wait_idle()
+    texts = h.teams.visible_text(conv)
+    assert sum(AFTER in t for t in texts) == 1
+    [answer] = [t for t in texts if t.startswith("Answer to: is the VPN up?")]
+    assert AFTER not in answer
+    assert [t.state for t in await h.components.store.conversation_turns(bot, cid)] == [
+        TurnState.DELIVERED,
+        TurnState.DELIVERED,
+    ]
+    assert h.teams.violations == []

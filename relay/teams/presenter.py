@@ -70,13 +70,13 @@ class TeamsSinks:
         self._store = store
         self._options = options or SinkOptions()
 
-    def open(self, turn: Turn, *, segment: int = 0) -> ReplySink:
+    def open(self, turn: Turn, *, segment: int = 0, streamed: bool = True) -> ReplySink:
         # A continuation after an approval card (segment > 0) is a new message or stream with a
         # delivery record of its own (relay.teams.segment_store).
         store = segment_store(self._store, segment)
-        if turn.ref.conversation_type is ConversationType.PERSONAL:
+        if streamed and turn.ref.conversation_type is ConversationType.PERSONAL:
             return TeamsStream(turn, self._connector, store, self._options.stream)
-        if self._options.group_edit_in_place:
+        if streamed and self._options.group_edit_in_place:
             return EditInPlaceSink(
                 turn,
                 self._connector,
