@@ -186,6 +186,10 @@ async def test_a_turn_waiting_on_approval_does_not_block_the_conversation(
     assert first.state is TurnState.DELIVERED  # handed over while Neo still waits
     # Neo queues the next question behind the paused turn (one session, one queue).
     await h.deliver(h.activity(BOT_A, "is the VPN up?", conversation_id=conv), bot=BOT_A)
+    await h.wait_for(
+        lambda: sum(r.path.endswith("/events") for r in h.neo.requests) == 2,
+        what="the next question posted and tailed before the decision",
+    )
     [card] = _cards(h, conv)
     await h.deliver(_click(h, conv, card.get("_id"), "42", "click-h"), bot=BOT_A)
     await h.wait_for(
