@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 
 from relay.domain import SessionId, SessionRecord, Turn, UploadedFile, client_message_id
-from relay.errors import PermanentError, UpstreamError
+from relay.errors import AmbiguousError, PermanentError, UpstreamError
 from relay.retry import NEO, retry_call
 from relay.store.base import Store
 from relay.turn_seams import NeoApi, Notices, Posted
@@ -147,8 +147,11 @@ class SessionSteps:
                     log.info("neo 409 %s after an earlier attempt: a duplicate", exc.code)
                     return Posted(None, None, False, duplicate=True, request_id=exc.request_id)
                 raise
-            finally:
+            except AmbiguousError:
+                # It may have reached Neo (a read timeout, a 5xx): a later 409 is a duplicate.
+                # A RetryableError (connect failure, 429, 503) was not processed.
                 attempted = True
+                raise
 
         # Retrying is safe: the same client_message_id gets a 409 from Neo, never a 2nd turn.
         return await retry_call(

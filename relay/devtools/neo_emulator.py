@@ -352,6 +352,7 @@ class NeoEmulator(LifecycleKnobs, FeatureHandlers):
         if client_id:
             session.client_message_ids[client_id] = message_id
         since_cursor = session.log.last_id  # snapshotted before the turn is enqueued [AM]
+        chat_turn_id = f"chat-turn-{uuid.uuid4().hex[:12]}"
         turn = TurnInput(
             session_id=session.id,
             message=str(body.get("message") or ""),
@@ -359,26 +360,10 @@ class NeoEmulator(LifecycleKnobs, FeatureHandlers):
             attachments=list(body.get("attachments") or []),
             bot_id=session.bot_id,
             tenant=session.tenant,
+            chat_turn_id=chat_turn_id,
         )
         self.posted_messages.append({**body, "session_id": session.id, "message_id": message_id})
-        chat_turn_id = f"chat-turn-{uuid.uuid4().hex[:12]}"
-        plan = TurnPlan(
-            chunks=self.script(turn),
-            chat_turn_id=chat_turn_id,
-            chunk_delay=self.chunk_delay,
-            first_chunk_delay=self.first_chunk_delay,
-            til_pause=self.til_pause,
-            name_turns=self.name_turns,
-        )
-        session.turn = asyncio.create_task(
-            play_turn(
-                session.turn,
-                session,
-                plan,
-                self.decisions,
-                lambda task: self._spawn_side(session.id, task),
-            )
-        )
+        session.turn = asyncio.create_task(self._run(session.turn, turn, session))
         null_cursor = self._null_cursors > 0
         self._null_cursors -= int(null_cursor)
         if (lost := take_fault(self._lost_answers)) is not None:
@@ -390,6 +375,22 @@ class NeoEmulator(LifecycleKnobs, FeatureHandlers):
             "show_agent_progress_steps": session.show_progress,
         }
         return self._ok(request, data, status=202)
+
+    async def _run(
+        self, previous: asyncio.Task[None] | None, turn: TurnInput, session: EmulatedSession
+    ) -> None:
+        """Play one turn once the session's previous one is done (bench/emu.py overrides it)."""
+        plan = TurnPlan(
+            chunks=self.script(turn),
+            chat_turn_id=turn.chat_turn_id,
+            chunk_delay=self.chunk_delay,
+            first_chunk_delay=self.first_chunk_delay,
+            til_pause=self.til_pause,
+            name_turns=self.name_turns,
+        )
+        await play_turn(
+            previous, session, plan, self.decisions, lambda t: self._spawn_side(session.id, t)
+        )
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         if (injected := await self._injected(request, "events")) is not None:

@@ -35,6 +35,7 @@ class TurnInput:
     attachments: list[dict[str, Any]]
     bot_id: str | None
     tenant: str | None
+    chat_turn_id: str = ""  # the 202's id for this turn
 
 
 Script = Callable[[TurnInput], list[dict[str, Any]]]
