@@ -32,7 +32,7 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.devtools.neo_emulator_features import FeatureHandlers
+from relay.devtools.neo_emulator_features import REQUEST_ID, FeatureHandlers
 from relay.devtools.neo_emulator_lifecycle import (
     Decisions,
     LifecycleKnobs,
@@ -58,6 +58,7 @@ from relay.devtools.neo_emulator_streams import (
 )
 
 __all__ = [
+    "REQUEST_ID",
     "NeoEmulator",
     "RecordedRequest",
     "RecordedResponse",
@@ -71,7 +72,6 @@ DEFAULT_UNMAPPED_MESSAGE = (
     "This Microsoft 365 tenant is not linked to a company yet. Ask your IT provider to link it "
     "in the Neo dashboard."
 )
-REQUEST_ID = web.RequestKey("request_id", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -253,25 +253,6 @@ class NeoEmulator(LifecycleKnobs, FeatureHandlers):
             RecordedResponse(request.method, request.path, response.status, request_id)
         )
 
-    def _ok(self, request: web.Request, data: Any, status: int = 200) -> web.Response:
-        meta = {"request_id": request[REQUEST_ID]}
-        return web.json_response({"data": data, "meta": meta}, status=status)
-
-    def _error(
-        self,
-        request: web.Request,
-        status: int,
-        code: str,
-        message: str,
-        details: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> web.Response:
-        error: dict[str, Any] = {"code": code, "message": message}
-        if details is not None:
-            error["details"] = details
-        body = {"error": error, "meta": {"request_id": request[REQUEST_ID]}}
-        return web.json_response(body, status=status, headers=headers)
-
     async def _injected(self, request: web.Request, kind: str) -> web.Response | None:
         if (hang := take_fault(self._hangs.get(kind, []))) is not None:
             await asyncio.sleep(hang.seconds)
@@ -290,12 +271,6 @@ class NeoEmulator(LifecycleKnobs, FeatureHandlers):
         code = fault.code or f"http_{fault.status}"
         message = fault.message or f"injected {fault.status} for {kind}"
         return self._error(request, fault.status, code, message, headers=headers)
-
-    def _session(self, request: web.Request) -> EmulatedSession | None:
-        return self.sessions.get(request.match_info["sid"])
-
-    def _not_found(self, request: web.Request) -> web.Response:
-        return self._error(request, 404, "not_found", "session not found")
 
     # -- chat ---------------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 Upload grants with an emulated Azure SAS ``PUT`` ([UPIMG], [UPDOC]: the client enforces
 ``max_image_bytes``), install branding ([CHINSTALL]) and TIL decisions ([TILDEC], [TILLIST]).
 A decision also releases a turn paused on that request (``neo_emulator_lifecycle``). A mixin of
-:class:`relay.devtools.neo_emulator.NeoEmulator`, which provides the envelope helpers declared here.
+:class:`relay.devtools.neo_emulator.NeoEmulator`; the ``{data, meta}`` / ``{error, meta}``
+envelope helpers live here and serve the whole emulator.
 """
 
 from __future__ import annotations
@@ -28,8 +29,12 @@ ACCEPTED_TYPES = (
 )
 
 
+REQUEST_ID = web.RequestKey("request_id", str)
+
+
 class FeatureHandlers:
-    """Request handlers for uploads, install events and TIL requests."""
+    """Request handlers for uploads, install events and TIL requests, and the envelope helpers
+    every handler of the emulator uses."""
 
     max_image_bytes: int
     blobs: dict[str, tuple[bytes, str | None]]
@@ -39,18 +44,14 @@ class FeatureHandlers:
     til_decisions: dict[str, dict[str, Any]]
     decisions: Decisions
     _grants: dict[str, str]
+    sessions: dict[str, EmulatedSession]
 
     async def _injected(self, request: web.Request, kind: str) -> web.Response | None:
         raise NotImplementedError
 
-    def _session(self, request: web.Request) -> EmulatedSession | None:
-        raise NotImplementedError
-
-    def _not_found(self, request: web.Request) -> web.Response:
-        raise NotImplementedError
-
     def _ok(self, request: web.Request, data: Any, status: int = 200) -> web.Response:
-        raise NotImplementedError
+        meta = {"request_id": request[REQUEST_ID]}
+        return web.json_response({"data": data, "meta": meta}, status=status)
 
     def _error(
         self,
@@ -61,7 +62,17 @@ class FeatureHandlers:
         details: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> web.Response:
-        raise NotImplementedError
+        error: dict[str, Any] = {"code": code, "message": message}
+        if details is not None:
+            error["details"] = details
+        body = {"error": error, "meta": {"request_id": request[REQUEST_ID]}}
+        return web.json_response(body, status=status, headers=headers)
+
+    def _session(self, request: web.Request) -> EmulatedSession | None:
+        return self.sessions.get(request.match_info["sid"])
+
+    def _not_found(self, request: web.Request) -> web.Response:
+        return self._error(request, 404, "not_found", "session not found")
 
     async def _upload_url(self, request: web.Request) -> web.StreamResponse:
         if (injected := await self._injected(request, "upload")) is not None:
