@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from relay.approvals import NOT_SHOWN_TEXT
 from relay.devtools.neo_emulator_streams import TurnInput
 from relay.domain import BotId, ConversationId, TurnState
 from relay.teams.cards import CARD_CONTENT_TYPE
-from tests.fakes.harness import BOT_A, Harness, answer_script
+from tests.fakes.harness import BOT_A, Harness, answer_script, close_harness, make_harness
 
 TECH_AAD = "00000000-0000-0000-0000-0000000000a1"  # the harness's sender
 BEFORE = "I'll restart the print spooler once a technician approves."
@@ -210,3 +211,26 @@ async def test_a_turn_waiting_on_approval_does_not_block_the_conversation(
         TurnState.DELIVERED,
     ]
     assert h.teams.violations == []
+
+
+async def test_a_restart_while_the_turn_waits_on_its_card_shows_the_card_once(
+    tmp_path: Path,
+) -> None:
+    h = await make_harness(tmp_path, RELAY_SHUTDOWN_GRACE="0")
+    try:
+        conv = "a:til-restart"
+        h.neo.til_pause = "hold"
+        card = await _card_within_two_seconds(h, conv)
+        await h.stop_relay()  # the paused turn is interrupted, its journal kept
+        await h.start_relay()  # recovery re-reads the turn's events from its since_cursor
+        bot, cid = BotId(BOT_A.app_id), ConversationId(conv)
+        await h.wait_for(lambda: h.components.worker.active == 1, what="the resumed turn")
+        await _approve_and_see_the_continuation(h, conv, card)
+        assert len(_cards(h, conv)) == 1  # the resumed run did not post the card again
+        assert sum(BEFORE in t for t in h.teams.visible_text(conv)) == 1
+        [turn] = await h.components.store.conversation_turns(bot, cid)
+        assert turn.state is TurnState.DELIVERED
+        assert turn.attempts == 2
+        assert len(h.neo.posted_messages) == 1
+    finally:
+        await close_harness(h)
