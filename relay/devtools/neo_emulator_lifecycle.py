@@ -16,6 +16,12 @@ that the relay is built against; none of it is documented beyond what is cited:
   ``finish``, ``[DONE]``) to the session stream.
 - **Reset cancels the in-flight turn** [RESET]: the stream ends with ``abort`` then ``[DONE]``;
   a queued turn and a held continuation are cancelled with it.
+- **A session that is gone refuses posts**: archived (dashboard or reset) → 409
+  ``session_archived``; deleted → 404 ``not_found``; its channel re-pointed to another owner →
+  403 ``FORBIDDEN`` ("404 not found *or not yours*", neo-chat-api.md §a.3; the codes themselves
+  are undocumented). A repeated ``client_message_id`` is checked first and answers 409 with a
+  configurable code (``duplicate_code``) and ``details.message_id`` (§b item 12).
+- **``since_cursor`` may be null** on a 202 ([AM]: "may be None … under Redis failure").
 """
 
 from __future__ import annotations
