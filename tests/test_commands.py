@@ -107,6 +107,7 @@ async def test_new_when_neo_reset_fails_still_starts_fresh_and_says_so(harness: 
     conv = "a:conv-new"
     await h.deliver(h.activity(BOT_A, "hello", conversation_id=conv), bot=BOT_A)
     await h.wait_for(lambda: len(h.teams.messages(conv)) == 1, what="the answer")
+    await h.wait_idle()  # a /reset would stop a turn still finishing (journal not yet final)
     h.neo.fail_next("reset", 400, code="validation_error", message="nope")
     await h.deliver(h.activity(BOT_A, "/NEW", conversation_id=conv), bot=BOT_A)
     await h.wait_for(lambda: len(h.teams.messages(conv)) == 2, what="the reset notice")
