@@ -116,7 +116,10 @@ async def _startup(app: web.Application) -> None:
         turn_deadline=settings.turn_deadline,
         commands=features.commands,
         files=features.files,
+        notices=features.messenger,
+        approval_follow_seconds=settings.approval_follow_seconds,
     )
+    features.use_pipeline(pipeline)  # /reset cancels running turns; approvals start follow-ups
     run = metrics.observe_runner(pipeline.run)
     leases = app[LEASES] = ConversationLeases(store, run, ttl=settings.lease_seconds)
     # Why no lease with a single-process store (SQLite): there is no other replica to hand a

@@ -12,6 +12,14 @@ it runs as a tracked background task instead (``relay.teams.dispatch``).
 
 Only TIL requests that carry a ``til_request_id`` can be decided through Neo's API. A bare AI SDK
 ``tool-approval-request`` has no documented decision endpoint, so it is shown read-only.
+
+A click is honoured only for a request this conversation was shown: the pipeline records every
+card it shows as a conversation note (``relay.segments``), in the store, so any replica can check
+it. Anything else — a forged or replayed ``til_request_id``, a card from another chat — gets a
+short refusal and no Neo call, because the relay decides as the *platform* caller and Neo would
+otherwise accept a decision on any request the clicker may approve. After a decision, the agent's
+continuation is delivered by the turn still tailing or, if that turn already ended, by
+``relay.followups``.
 """
 
 from __future__ import annotations
@@ -21,16 +29,20 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal, Protocol
 
-from relay.domain import ConversationRef, User
+from relay.domain import BotId, ConversationId, ConversationRef, User
 from relay.errors import UpstreamError
 from relay.retry import NEO, retry_call
+from relay.segments import til_note
 from relay.store.base import Store
-from relay.turns import failure_text
+from relay.turn_seams import failure_text
 
 log = logging.getLogger(__name__)
 
 Action = Literal["approve", "reject"]
 CLICK_CLAIM_TTL = 86400.0  # Teams re-delivers a click for minutes at most; a day is ample
+NOT_SHOWN_TEXT = (
+    "I can't record that decision: this approval request wasn't shown in this conversation."
+)
 
 
 class Outcome(StrEnum):
@@ -83,19 +95,51 @@ class CardUpdater(Protocol):
         self, ref: ConversationRef, card_activity_id: str | None, view: DecisionView
     ) -> None: ...
 
+    async def say(self, ref: ConversationRef, text: str) -> str | None: ...
+
+
+class Continuations(Protocol):
+    """Told of every recorded decision (``relay.followups.FollowUps``)."""
+
+    async def decided(
+        self, bot_id: BotId, conversation_id: ConversationId, til_id: str, action: str
+    ) -> None: ...
+
 
 class ApprovalHandler:
     """Records a decision with Neo and shows the outcome on the card; never raises."""
 
-    def __init__(self, store: Store, neo: DecisionNeo, cards: CardUpdater) -> None:
+    def __init__(
+        self,
+        store: Store,
+        neo: DecisionNeo,
+        cards: CardUpdater,
+        continuations: Continuations | None = None,
+    ) -> None:
         self._store = store
         self._neo = neo
         self._cards = cards
+        self.continuations = continuations
 
     async def handle(self, click: ApprovalClick) -> DecisionView | None:
         key = f"click:{click.ref.bot_id}:{click.ref.conversation_id}:{click.click_id}"
         if not await self._store.claim_once(key, CLICK_CLAIM_TTL):
             return None  # a re-delivery of a click we already handled
+        ref = click.ref
+        note = await self._store.get_note(
+            ref.bot_id, ref.conversation_id, til_note(click.til_request_id)
+        )
+        if not note or not note.get("shown"):
+            log.warning(
+                "refused a click for TIL %s never shown in conversation %s",
+                click.til_request_id,
+                ref.conversation_id,
+            )
+            try:
+                await self._cards.say(ref, NOT_SHOWN_TEXT)
+            except UpstreamError as exc:
+                log.warning("could not send the refusal: %s", exc)
+            return None
         view = await self._decide(click)
         log.info(
             "til request %s: %s by %s",
@@ -107,6 +151,10 @@ class ApprovalHandler:
             await self._cards.show_decision(click.ref, click.card_activity_id, view)
         except UpstreamError as exc:
             log.warning("could not update the approval card: %s", exc)
+        if view.outcome in (Outcome.APPROVED, Outcome.REJECTED) and self.continuations:
+            await self.continuations.decided(
+                ref.bot_id, ref.conversation_id, click.til_request_id, click.action
+            )
         return view
 
     async def _decide(self, click: ApprovalClick) -> DecisionView:

@@ -1,14 +1,18 @@
 """Chat commands (``/reset``, ``/new``, ``/help``, ``/smart``) and the install greeting, as turns.
 
 Neo documents ``/reset`` and ``/new`` as the Teams way to archive a session and start fresh
-(neo-chat-api.md §a.4 [RESET], §a.9 [SESS]). A command must respect the conversation's order — a
-``/reset`` typed right after a question must run after that question's answer — so commands are
-not executed on the webhook: they are parsed into a :class:`relay.domain.Turn` with ``command``
-set, journaled and de-duplicated like any message, and the per-conversation worker hands them to
-:class:`CommandRunner` instead of posting them to Neo. The install greeting (an
-``installationUpdate`` add, [CHINSTALL]) rides the same path, so it never blocks the webhook and
-survives a restart. Parsing runs on text whose ``<at>Bot</at>`` mention ``relay.teams.inbound``
-already removed. This module is core: it speaks only the project's types and small protocols.
+(neo-chat-api.md §a.4 [RESET], §a.9 [SESS]). A command must keep its place in the conversation —
+``/help`` sent after a question appears after its answer, a reset is never lost in a restart — so
+commands are not executed on the webhook: they are parsed into a :class:`relay.domain.Turn` with
+``command`` set, journaled and de-duplicated like any message, and the per-conversation worker
+hands them to :class:`CommandRunner` instead of posting them to Neo. A reset must still never wait
+behind a running (possibly hung) turn: once it is journaled, the turns before it are cancelled
+(``relay.teams.dispatch``, ``TurnPipeline.abort``), so it runs next and confirms within seconds;
+its Neo reset cancels the Neo turn too ([RESET]: "cancels any in-flight turn"). The install
+greeting (an ``installationUpdate`` add, [CHINSTALL]) rides the same path, so it never blocks the
+webhook and survives a restart. Parsing runs on text whose ``<at>Bot</at>`` mention
+``relay.teams.inbound`` already removed. This module is core: it speaks only the project's types
+and small protocols.
 """
 
 from __future__ import annotations
@@ -216,6 +220,18 @@ class CommandRunner:
             return RESET_DONE
         ref = f" (reference: {failure.request_id})" if failure.request_id else ""
         return RESET_LOCAL_ONLY.format(ref=ref)
+
+    async def interrupt(self, turn: Turn) -> None:
+        """Archive the conversation's session at Neo *now*, cancelling its in-flight turn
+        wherever it is tailed ([RESET]); the queued reset turn still runs, confirms and forgets
+        the mapping. Never raises: the queued reset reports failures."""
+        session = await self._store.get_session(turn.bot_id, turn.conversation_id)
+        if session is None:
+            return
+        try:
+            await self._neo.reset_session(session.session_id)
+        except UpstreamError as exc:
+            log.warning("immediate neo reset of %s failed: %s", session.session_id, exc)
 
     async def _greeting(self, turn: Turn) -> str | None:
         key = f"install:{turn.bot_id}:{turn.conversation_id}"

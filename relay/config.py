@@ -305,6 +305,11 @@ class Settings(BaseSettings):
     )
     # Hard cap on one turn, arrival to final state; a turn over it ends FAILED with a message.
     turn_deadline: float = _field("RELAY_TURN_DEADLINE", default=900.0, gt=0)
+    # After an approval decision, how long the relay tails the session for the agent's
+    # continuation when the turn that showed the card has already ended (relay.followups).
+    approval_follow_seconds: float = _field(
+        "RELAY_APPROVAL_FOLLOW_SECONDS", default=600.0, gt=0, le=86400
+    )
     # Several replicas (relay.replicas): a conversation's lease lasts this long without renewal;
     # a dead replica's conversations resume elsewhere about this long after it died.
     lease_seconds: float = _field("RELAY_LEASE_SECONDS", default=15.0, ge=0.5, le=600)

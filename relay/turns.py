@@ -13,6 +13,19 @@ reachable from any unfinished state and nothing leaving a final state. Every tur
 reaches a final state within ``turn_deadline`` seconds of arriving (a hard cap around the whole run,
 DESIGN.md invariant 3; peers-and-pitfalls.md §5 "Unbounded/hung LLM streams"), and a turn that keeps
 crashing the process is given up after :data:`MAX_ATTEMPTS` runs instead of looping forever.
+
+Split along its seams: the protocols it needs are in ``relay.turn_seams``; the session and post
+steps (sessions that heal, duplicates by fact, a null ``since_cursor``) in ``relay.sessions``; the
+approval-card segments of an answer in ``relay.segments``; the continuation after a decision in
+``relay.followups``; which events of the shared session stream are this turn's in
+``relay.neo.events`` (this module only decides, from the ``tail`` note of the previous turn,
+whether its leftovers must be skipped). Whatever way a tail ends — answer, Stop, deadline, error
+— the turn's last event id is journaled on the turn, on the session and in the ``tail`` note.
+``/reset`` does not wait behind a running turn: :meth:`TurnPipeline.abort` cancels it (and the
+turns queued before the reset) at once, and the reset command then archives the session at Neo,
+which cancels the in-flight Neo turn too (neo-chat-api.md §a.4 [RESET]). Teams' Stop ends the
+visible stream and the relay's tail; Neo documents no per-turn cancel (reset archives the whole
+session, which Stop must not do), so the Neo turn may run on and the next turn skips its output.
 """
 
 from __future__ import annotations
@@ -20,162 +33,69 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import AsyncIterator
 
 from relay.domain import (
     BotId,
-    EventId,
-    ModelTier,
+    ConversationId,
     Reply,
     ReplyOutcome,
-    SessionId,
     SessionRecord,
-    TenantId,
     Turn,
     TurnState,
     UploadedFile,
-    client_message_id,
 )
-from relay.errors import (
-    LeaseLost,
-    PermanentError,
-    RelayError,
-    StreamCancelled,
-    UpstreamError,
-    UserFacingError,
-)
+from relay.errors import LeaseLost, PermanentError, RelayError, StreamCancelled
+from relay.followups import FOLLOW_SECONDS, FollowUps
 from relay.journal import IllegalTransition, check_transition
-from relay.retry import NEO, retry_call
+from relay.segments import Segments
+from relay.sessions import SessionSteps
 from relay.store.base import Store
+from relay.tail_journal import TailJournal
+from relay.turn_seams import (
+    Assembler,
+    CommandHandler,
+    FilesStep,
+    NeoApi,
+    NewSession,
+    Notices,
+    Posted,
+    ReplySink,
+    SinkFactory,
+    failure_text,
+)
+
+__all__ = [
+    "Assembler",
+    "CommandHandler",
+    "FilesStep",
+    "NeoApi",
+    "NewSession",
+    "Posted",
+    "ReplySink",
+    "SinkFactory",
+    "TurnPipeline",
+    "failure_text",
+]
 
 log = logging.getLogger(__name__)
-
-
-# ----------------------------------------------------------------------------------------------
-# Seams
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class NewSession:
-    session_id: SessionId
-    show_progress: bool
-    request_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Posted:
-    since_cursor: EventId | None
-    chat_turn_id: str | None
-    show_progress: bool
-    duplicate: bool
-    request_id: str | None = None
-
-
-class NeoApi(Protocol):
-    """What the pipeline needs from Neo (adapter: ``relay.neo.adapter.NeoAdapter``)."""
-
-    async def create_session(
-        self, *, bot_id: BotId, tenant_id: TenantId | None, title: str
-    ) -> NewSession: ...
-
-    async def post_message(
-        self,
-        session_id: SessionId,
-        *,
-        text: str,
-        client_message_id: str,
-        model_tier: ModelTier,
-        attachments: Sequence[UploadedFile] = (),
-    ) -> Posted: ...
-
-    def tail(
-        self,
-        session_id: SessionId,
-        *,
-        since: EventId | None,
-        on_event_id: Callable[[EventId], Awaitable[None]],
-    ) -> AsyncIterator[dict[str, object]]: ...
-
-    def assembler(self) -> Assembler: ...
-
-
-class Assembler(Protocol):
-    """Folds AI SDK v6 chunks into a :class:`Reply` (``relay.neo.chunks.ReplyAssembler``)."""
-
-    def feed(self, chunk: dict[str, object]) -> None: ...
-
-    @property
-    def reply(self) -> Reply: ...
-
-
-class ReplySink(Protocol):
-    """One turn's answer on its way into Teams (streamed, or typing + one final message)."""
-
-    async def start(self, *, show_progress: bool) -> None: ...
-
-    async def update(self, reply: Reply) -> None:
-        """New chunks arrived; cheap — the sink decides when to actually send."""
-
-    async def finish(self, reply: Reply) -> None: ...
-
-    async def fail(self, message: str) -> None: ...
-
-    async def close(self, *, interrupted: bool = False) -> None:
-        """Release timers/tasks; called once, last, on every path.
-
-        ``interrupted``: the run was cancelled (shutdown, lost lease) or handed over, so send
-        nothing more — the next run resumes from the journal. Otherwise a sink still showing
-        something unfinished (a turn that ended without finish/fail) ends it.
-        """
-
-
-class SinkFactory(Protocol):
-    def open(self, turn: Turn) -> ReplySink: ...
-
-
-class CommandHandler(Protocol):
-    """Runs a turn whose ``command`` is set (``relay.commands.CommandRunner``)."""
-
-    async def run(self, turn: Turn) -> None: ...
-
-
-class FilesStep(Protocol):
-    """Uploads a turn's files before it is posted (``relay.attachments.AttachmentStep``)."""
-
-    async def prepare(self, turn: Turn, session_id: SessionId) -> list[UploadedFile]: ...
-
-
-# ----------------------------------------------------------------------------------------------
-# User-visible failure text (one consistent format; Neo's request_id when we have one)
-# ----------------------------------------------------------------------------------------------
-
-
-def failure_text(exc: BaseException, *, doing: str = "get an answer") -> str:
-    """The one user-visible error format: Neo's own words, or a short apology + request id."""
-    if isinstance(exc, UserFacingError):
-        return exc.message  # written for end users by Neo (end_company_not_mapped): verbatim
-    rid = exc.request_id if isinstance(exc, UpstreamError) else None
-    ref = f" (reference: {rid})" if rid else ""
-    if isinstance(exc, UpstreamError) and exc.service == "neo" and exc.status == 429:
-        return (
-            "Neo is busy right now and couldn't take your message. "
-            f"Please try again in a minute.{ref}"
-        )
-    return f"Sorry, I couldn't {doing} this time. Please try again.{ref}"
-
 
 DEADLINE_TEXT = (
     "Sorry, this is taking far too long, so I've stopped waiting for the answer. Please try again."
 )
+RESET_STOPPED_TEXT = "Stopped — you started a new conversation."
+ABORTED_TEXT = "This answer was stopped before it was ready."
 # A turn that was started this many times without finishing (each start after a crash or restart)
 # is failed instead of run again: a message that crashes the process must not crash it forever.
 MAX_ATTEMPTS = 5
 # Telling the user about a failure and releasing the sink are bounded too: the deadline already
 # passed, or Teams is the thing failing; neither may keep the turn from reaching a final state.
 FAIL_GRACE = 30.0
+# After an approval card, how long the tail waits for anything more before it hands the paused
+# turn over to relay.followups: the conversation's next message must not queue behind a
+# technician who decides tomorrow.
+HANDOFF_SECONDS = 60.0
+ConversationKey = tuple[BotId, ConversationId]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -196,6 +116,9 @@ class TurnPipeline:
         fail_grace: float = FAIL_GRACE,
         commands: CommandHandler | None = None,
         files: FilesStep | None = None,
+        notices: Notices | None = None,
+        approval_follow_seconds: float = FOLLOW_SECONDS,
+        handoff_seconds: float = HANDOFF_SECONDS,
     ) -> None:
         self._store = store
         self._neo = neo
@@ -204,6 +127,14 @@ class TurnPipeline:
         self._fail_grace = fail_grace
         self._commands = commands  # /reset, /help, install greeting (relay.commands)
         self._files = files  # attachment uploads (relay.attachments)
+        self._sessions = SessionSteps(store, neo, notices)
+        self.handoff_seconds = handoff_seconds
+        self.followups = FollowUps(store, neo, sinks, timeout=approval_follow_seconds)
+        # /reset: the turn running per conversation (to cancel it), the turns being cancelled,
+        # and per conversation the arrival time of the latest reset (earlier turns are stopped).
+        self._running: dict[ConversationKey, tuple[Turn, asyncio.Task[object]]] = {}
+        self._aborting: set[str] = set()
+        self._cutoff: dict[ConversationKey, float] = {}
 
     def _budget(self, turn: Turn) -> float:
         """Seconds this run may take: what is left of the deadline counted from arrival.
@@ -214,48 +145,97 @@ class TurnPipeline:
         age = max(0.0, time.time() - turn.created_at) if turn.created_at else 0.0
         return max(self._turn_deadline - age, min(60.0, self._turn_deadline))
 
+    def abort(self, bot_id: BotId, conversation_id: ConversationId, before: float) -> bool:
+        """``/reset`` arrived at ``before``: stop the conversation's turns that arrived earlier.
+
+        The one running here is cancelled at once (True); queued ones stop when they come up.
+        """
+        key = (bot_id, conversation_id)
+        self._cutoff[key] = max(before, self._cutoff.get(key, 0.0))
+        running = self._running.get(key)
+        if running is None:
+            return False
+        turn, task = running
+        if turn.created_at > before or turn.turn_id in self._aborting:
+            return False
+        self._aborting.add(turn.turn_id)
+        task.cancel()
+        log.info("turn %s cancelled by /reset", turn.turn_id)
+        return True
+
+    def _cut_off(self, turn: Turn) -> bool:
+        cutoff = self._cutoff.get((turn.bot_id, turn.conversation_id))
+        return cutoff is not None and 0 < turn.created_at <= cutoff
+
     async def run(self, turn: Turn) -> None:
         if turn.state.is_final:
             return
         if turn.command is not None and self._commands is not None:
             await self._commands.run(turn)  # a command turn, run in conversation order
             return
-        sink = self._sinks.open(turn)
+        segments = Segments(self._store, self._sinks, turn, self._sinks.open(turn))
         interrupted = False
         try:
-            async with asyncio.timeout(self._budget(turn)):
-                await self._run(turn, sink)
+            if self._cut_off(turn):
+                await self._stopped_by_reset(turn, segments)
+                return
+            await self._guarded(turn, segments)
         except asyncio.CancelledError:
-            interrupted = True  # shutdown or a lost lease: the next run resumes (sink.close)
-            raise
+            task = asyncio.current_task()
+            if turn.turn_id not in self._aborting or task is None:
+                interrupted = True  # shutdown or a lost lease: the next run resumes (sink.close)
+                raise
+            task.uncancel()
+            await self._stopped_by_reset(turn, segments)
         except StreamCancelled:
             await self._finish(turn, TurnState.CANCELLED, "stopped by the user")
         except TimeoutError:
             # Only our own deadline: asyncio.timeout turns its cancellation into TimeoutError,
             # while a shutdown's cancellation propagates and leaves the journal for the next start.
+            if segments.waiting_on_card:
+                await self._hand_over(turn, segments)  # the card is the visible outcome
+                return
             log.warning("turn %s hit its deadline", turn.turn_id, extra={"turn_id": turn.turn_id})
-            await self._fail(turn, sink, DEADLINE_TEXT, "turn deadline exceeded")
+            await self._fail(turn, segments, DEADLINE_TEXT, "turn deadline exceeded")
         except LeaseLost:
             interrupted = True
             # Another replica owns this conversation now: anything we said would be a second
             # outcome, and our journal writes are fenced off anyway.
             log.info("turn %s handed over to another replica", turn.turn_id)
         except RelayError as exc:
+            if segments.waiting_on_card and not isinstance(exc, PermanentError):
+                await self._hand_over(turn, segments)
+                return
             log.warning("turn %s failed: %s", turn.turn_id, exc, extra={"turn_id": turn.turn_id})
-            await self._fail(turn, sink, failure_text(exc), _short(exc))
+            await self._fail(turn, segments, failure_text(exc), _short(exc))
         except IllegalTransition:
             raise  # a bug: do not paper over it with another journal write
         except Exception as exc:
             log.exception("turn %s crashed", turn.turn_id, extra={"turn_id": turn.turn_id})
-            await self._fail(turn, sink, failure_text(exc), _short(exc))
+            await self._fail(turn, segments, failure_text(exc), _short(exc))
         finally:
+            self._aborting.discard(turn.turn_id)
             try:
                 async with asyncio.timeout(self._fail_grace):
-                    await sink.close(interrupted=interrupted)
+                    await segments.close_current(interrupted=interrupted)
             except Exception:
                 log.exception("closing the reply sink of turn %s failed", turn.turn_id)
 
-    async def _run(self, turn: Turn, sink: ReplySink) -> None:
+    async def _guarded(self, turn: Turn, segments: Segments) -> None:
+        """The run itself, under the deadline and registered for ``abort``."""
+        key = (turn.bot_id, turn.conversation_id)
+        task = asyncio.current_task()
+        if task is not None:
+            self._running[key] = (turn, task)
+        try:
+            async with asyncio.timeout(self._budget(turn)):
+                await self._run(turn, segments)
+        finally:
+            # Popped before any other await: a reset can no longer cancel this task.
+            if self._running.get(key, (None,))[0] is turn:
+                del self._running[key]
+
+    async def _run(self, turn: Turn, segments: Segments) -> None:
         deadline = time.monotonic() + self._budget(turn)
         turn.attempts += 1
         # Journal the attempt before doing anything: a turn that crashes the process every time
@@ -266,18 +246,34 @@ class TurnPipeline:
                 f"gave up after {turn.attempts - 1} interrupted attempts", service="relay"
             )
         session = await self._store.get_session(turn.bot_id, turn.conversation_id)
-        await sink.start(show_progress=bool(session and session.show_progress))
+        segments.show_progress = bool(session and session.show_progress)
+        assert segments.sink is not None
+        await segments.sink.start(show_progress=segments.show_progress)
         if turn.state is TurnState.RECEIVED:
-            session = await self._ensure_session(turn, session, deadline)
+            session = await self._sessions.ensure(turn, session, deadline)
+            await self._advance(turn, TurnState.SESSION_READY)
         if turn.state is TurnState.SESSION_READY and not await self._post(turn, session, deadline):
             # Only files, none usable: the attachments notice is the readable outcome (invariant
             # 3), and there is nothing left to ask Neo (relay.attachments).
             await self._finish(turn, TurnState.FAILED, "no usable attachment and no text")
             return
-        reply = await self._tail(turn, sink)
-        if reply.outcome is ReplyOutcome.ERROR and not reply.text:
+        reply = await self._tail(turn, segments)
+        if segments.shown_tils:
+            continued = segments.sink is not None
+            await self.followups.turn_ended(turn, segments.shown_tils, continued=continued)
+            if not continued:  # everything up to the card is shown; the card is the outcome
+                await self._finish(turn, TurnState.DELIVERED, None)
+                return
+        view = segments.view(reply)
+        if reply.outcome is ReplyOutcome.ABORTED and not view.text.strip():
+            # Neo stopped the turn (a /reset on another replica, an operator) before any answer.
+            await self._tell(turn, segments, ABORTED_TEXT)
+            await self._finish(turn, TurnState.CANCELLED, reply.abort_reason or "aborted by Neo")
+            return
+        if reply.outcome is ReplyOutcome.ERROR and not view.text:
             raise PermanentError(reply.error_text or "the agent reported an error", service="neo")
-        await sink.finish(reply)
+        assert segments.sink is not None
+        await segments.sink.finish(view)
         if reply.outcome is ReplyOutcome.ABORTED:
             await self._finish(turn, TurnState.CANCELLED, reply.abort_reason or "aborted by Neo")
         elif reply.outcome is ReplyOutcome.ERROR:
@@ -286,63 +282,15 @@ class TurnPipeline:
         else:
             await self._finish(turn, TurnState.DELIVERED, None)
 
-    async def _ensure_session(
-        self, turn: Turn, session: SessionRecord | None, deadline: float
-    ) -> SessionRecord:
-        if session is None:
-            title = _title(turn)
-            created = await retry_call(
-                lambda: self._neo.create_session(
-                    bot_id=turn.bot_id, tenant_id=turn.ref.tenant_id, title=title
-                ),
-                NEO,
-                deadline=deadline,
-                what="neo create_session",
-            )
-            now = time.time()
-            session = SessionRecord(
-                bot_id=turn.bot_id,
-                conversation_id=turn.conversation_id,
-                session_id=created.session_id,
-                show_progress=created.show_progress,
-                created_at=now,
-                updated_at=now,
-            )
-            await self._store.put_session(session)
-        turn.session_id = session.session_id
-        await self._advance(turn, TurnState.SESSION_READY)
-        return session
-
     async def _post(self, turn: Turn, session: SessionRecord | None, deadline: float) -> bool:
         """Post the turn (False: files only, none usable — the user was told, nothing to ask)."""
         assert turn.session_id is not None
-        session_id = turn.session_id
         attachments: list[UploadedFile] = []
         if turn.files and self._files is not None:
-            attachments = await self._files.prepare(turn, session_id)
+            attachments = await self._files.prepare(turn, turn.session_id)
         if not turn.text and not attachments:
             return False
-        # Retrying a post is safe: the same client_message_id gets a 409 from Neo, never a 2nd turn.
-        posted = await retry_call(
-            lambda: self._neo.post_message(
-                session_id,
-                text=turn.text,
-                client_message_id=client_message_id(turn.turn_id),
-                model_tier=turn.model_tier,
-                attachments=attachments,
-            ),
-            NEO,
-            idempotent=True,
-            deadline=deadline,
-            what="neo post_message",
-        )
-        if posted.duplicate:
-            # Already posted by an earlier attempt whose 202 we never journaled: do not post again;
-            # tail from the session's last known event id (the end of the previous turn).
-            turn.since_cursor = session.last_event_id if session else None
-        else:
-            turn.since_cursor = posted.since_cursor
-            turn.chat_turn_id = posted.chat_turn_id
+        posted, session = await self._sessions.post(turn, session, attachments, deadline)
         # A duplicate's 409 carries no show_agent_progress_steps: keep the session's setting.
         if (
             session is not None
@@ -354,25 +302,49 @@ class TurnPipeline:
         await self._advance(turn, TurnState.POSTED)
         return True
 
-    async def _tail(self, turn: Turn, sink: ReplySink) -> Reply:
+    async def _tail(self, turn: Turn, segments: Segments) -> Reply:
         assert turn.session_id is not None
         assembler = self._neo.assembler()
-        checkpoint = _Checkpoint(self._store, turn)
+        journal = TailJournal(self._store, turn)
         if turn.state is TurnState.POSTED:
             await self._advance(turn, TurnState.STREAMING)
+        scope = await journal.scope()
+        terminal = False
         # Always re-read from since_cursor (not last_event_id): the assembler rebuilds the whole
-        # answer, and the sink's journaled delivery state says what Teams has already shown.
-        async for chunk in self._neo.tail(
-            turn.session_id, since=turn.since_cursor, on_event_id=checkpoint.seen
-        ):
-            assembler.feed(chunk)
-            await sink.update(assembler.reply)
-        await checkpoint.flush()
-        if turn.last_event_id:
-            await self._store.set_session_cursor(
-                turn.bot_id, turn.conversation_id, turn.last_event_id
-            )
+        # answer, and the sinks' journaled delivery state says what Teams has already shown.
+        chunks = self._neo.tail(
+            turn.session_id, since=turn.since_cursor, on_event_id=journal.seen, scope=scope
+        )
+        try:
+            while True:
+                wait = self.handoff_seconds if segments.waiting_on_card else None
+                try:
+                    async with asyncio.timeout(wait):
+                        chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    terminal = True
+                    break
+                except TimeoutError:
+                    log.info("turn %s waits on an approval; handed over", turn.turn_id)
+                    break
+                assembler.feed(chunk)
+                await segments.update(assembler.reply)
+        finally:
+            await _aclose(chunks)
+            await journal.ended(terminal)
         return assembler.reply
+
+    async def _hand_over(self, turn: Turn, segments: Segments) -> None:
+        """The turn waits on an approval card: the card is its outcome; relay.followups
+        delivers what comes after the decision."""
+        await self.followups.turn_ended(turn, segments.shown_tils, continued=False)
+        if turn.state is TurnState.POSTED:
+            await self._advance(turn, TurnState.STREAMING)
+        await self._finish(turn, TurnState.DELIVERED, None)
+
+    async def _stopped_by_reset(self, turn: Turn, segments: Segments) -> None:
+        await self._tell(turn, segments, RESET_STOPPED_TEXT)
+        await self._finish(turn, TurnState.CANCELLED, "stopped by /reset")
 
     async def _advance(self, turn: Turn, state: TurnState) -> None:
         """The only way the pipeline changes a turn's state: checked, then durable on return."""
@@ -385,50 +357,26 @@ class TurnPipeline:
         turn.error = error
         await self._advance(turn, state)
 
-    async def _fail(self, turn: Turn, sink: ReplySink, message: str, reason: str) -> None:
-        try:
-            async with asyncio.timeout(self._fail_grace):
-                await sink.fail(message)
-        except Exception:
-            log.exception("could not tell the user about the failure of turn %s", turn.turn_id)
+    async def _fail(self, turn: Turn, segments: Segments, message: str, reason: str) -> None:
+        await self._tell(turn, segments, message)
         await self._finish(turn, TurnState.FAILED, reason)
 
-
-class _Checkpoint:
-    """Persists the turn's last SSE event id: at the first event, then at most every
-    ``interval`` seconds (amortised journal writes), and once more at the end (``flush``)."""
-
-    # Why 5 s, not 1 s: a resumed run re-reads from since_cursor (not last_event_id), so mid-turn
-    # checkpoints only keep ``updated_at`` fresh for the lease sweep (which waits a whole lease
-    # period, 15 s by default); at 1 s they were ~40 % of a streamed turn's journal writes.
-    INTERVAL = 5.0
-
-    def __init__(self, store: Store, turn: Turn, interval: float = INTERVAL) -> None:
-        self._store = store
-        self._turn = turn
-        self._interval = interval
-        self._last_write = float("-inf")  # the first event is journaled at once
-        self._dirty = False
-
-    async def seen(self, event_id: EventId) -> None:
-        self._turn.last_event_id = event_id
-        self._dirty = True
-        if time.monotonic() - self._last_write >= self._interval:
-            await self.flush()
-
-    async def flush(self) -> None:
-        if self._dirty:
-            self._dirty = False
-            self._last_write = time.monotonic()
-            self._turn.updated_at = time.time()
-            await self._store.save_turn(self._turn)
+    async def _tell(self, turn: Turn, segments: Segments, message: str) -> None:
+        try:
+            async with asyncio.timeout(self._fail_grace):
+                sink = segments.sink or await segments.open_next()
+                await sink.fail(message)
+        except Exception:
+            log.exception("could not tell the user about the end of turn %s", turn.turn_id)
 
 
-def _title(turn: Turn) -> str:
-    words = " ".join(turn.text.split())
-    if not words:
-        return "Teams conversation"
-    return words if len(words) <= 80 else words[:77] + "…"
+async def _aclose(chunks: AsyncIterator[dict[str, object]]) -> None:
+    close = getattr(chunks, "aclose", None)
+    if close is not None:
+        try:
+            await close()
+        except Exception:
+            log.debug("closing a tail failed", exc_info=True)
 
 
 def _short(exc: BaseException) -> str:

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from relay.app import create_app
 from relay.commands import (
     DEFAULT_GREETING,
     HELP,
@@ -20,9 +26,12 @@ from relay.domain import (
     ModelTier,
     Turn,
     TurnId,
+    TurnState,
     User,
 )
-from tests.fakes.harness import BOT_A, Harness, answer_script
+from relay.turns import RESET_STOPPED_TEXT
+from tests.fakes.harness import BOT_A, Harness, answer_script, close_harness, make_harness
+from tests.fakes.redis_server import RedisServer
 
 
 def _session_creates(h: Harness) -> int:
@@ -49,31 +58,65 @@ def test_parse_command_is_case_insensitive_and_leaves_other_text_alone() -> None
     assert parse_command("/weather today").text == "/weather today"
 
 
-async def test_reset_right_after_a_question_runs_after_its_answer(harness: Harness) -> None:
+async def test_reset_right_after_a_question_stops_it_and_starts_fresh(harness: Harness) -> None:
     h = harness
     h.neo.script = answer_script
-    h.neo.chunk_delay = 0.05  # the answer takes a while: /reset must wait for it
+    h.neo.chunk_delay = 0.5  # the answer takes a while: /reset must not wait for it
     conv = "a:conv-reset"
     assert (
         await h.deliver(h.activity(BOT_A, "first question", conversation_id=conv), bot=BOT_A)
     ).status == 200
+    await h.wait_for(lambda: bool(h.neo.posted_messages), what="the question posted")
     assert (
         await h.deliver(h.activity(BOT_A, "/reset", conversation_id=conv), bot=BOT_A)
     ).status == 200
-    await h.wait_for(lambda: len(h.teams.messages(conv)) == 2, what="answer and confirmation")
-    answer, confirmation = h.teams.messages(conv)
-    assert answer["text"].startswith("Answer to: first question")
+    await h.wait_for(lambda: len(h.teams.messages(conv)) == 2, what="stop and confirmation")
+    stopped, confirmation = h.teams.messages(conv)
+    assert RESET_STOPPED_TEXT in stopped["text"]
     assert confirmation["text"] == RESET_DONE
     assert len(_resets(h)) == 1
     [session_id] = list(h.neo.sessions)
     assert h.neo.sessions[session_id].archived_at is not None
     assert await h.components.store.get_session(BotId(BOT_A.app_id), ConversationId(conv)) is None
+    turns = await h.components.store.conversation_turns(BotId(BOT_A.app_id), ConversationId(conv))
+    assert [t.state for t in turns] == [TurnState.CANCELLED, TurnState.DELIVERED]
 
     # The next message starts a fresh session; /reset itself never reached the agent.
+    h.neo.chunk_delay = 0.0
     await h.deliver(h.activity(BOT_A, "second question", conversation_id=conv), bot=BOT_A)
     await h.wait_for(lambda: len(h.teams.messages(conv)) == 3, what="the next answer")
+    assert h.teams.messages(conv)[-1]["text"].startswith("Answer to: second question")
     assert _session_creates(h) == 2
     assert [m["message"] for m in h.neo.posted_messages] == ["first question", "second question"]
+    assert h.teams.violations == []
+
+
+async def test_reset_escapes_a_turn_that_never_ends(harness: Harness) -> None:
+    h = harness
+    h.neo.script = answer_script
+    h.neo.first_chunk_delay = 3600.0  # Neo accepted the turn and never answers
+    conv = "a:conv-hung"
+    await h.deliver(h.activity(BOT_A, "hello?", conversation_id=conv), bot=BOT_A)
+    await h.wait_for(lambda: len(h.teams.received) >= 1, what="the progress indicator")
+    [old_session] = list(h.neo.sessions)
+    started = time.monotonic()
+    await h.deliver(h.activity(BOT_A, "/new", conversation_id=conv), bot=BOT_A)
+    await h.wait_for(
+        lambda: RESET_DONE in h.teams.visible_text(conv), timeout=5.0, what="the confirmation"
+    )
+    assert time.monotonic() - started < 5.0
+    assert h.neo.sessions[old_session].archived_at is not None
+    assert h.neo.sessions[old_session].turn is not None
+    assert h.neo.sessions[old_session].turn.done()  # Neo's reset cancelled the hung turn
+
+    h.neo.first_chunk_delay = 0.0
+    await h.deliver(h.activity(BOT_A, "after the reset", conversation_id=conv), bot=BOT_A)
+    await h.wait_for(
+        lambda: any(t.startswith("Answer to: after") for t in h.teams.visible_text(conv)),
+        what="the next answer",
+    )
+    assert h.neo.posted_messages[-1]["session_id"] != old_session
+    assert _session_creates(h) == 2
     assert h.teams.violations == []
 
 
@@ -83,6 +126,7 @@ async def test_new_when_neo_reset_fails_still_starts_fresh_and_says_so(harness: 
     conv = "a:conv-new"
     await h.deliver(h.activity(BOT_A, "hello", conversation_id=conv), bot=BOT_A)
     await h.wait_for(lambda: len(h.teams.messages(conv)) == 1, what="the answer")
+    await h.wait_idle()  # a /reset would stop a turn still finishing (journal not yet final)
     h.neo.fail_next("reset", 400, code="validation_error", message="nope")
     await h.deliver(h.activity(BOT_A, "/NEW", conversation_id=conv), bot=BOT_A)
     await h.wait_for(lambda: len(h.teams.messages(conv)) == 2, what="the reset notice")
@@ -145,3 +189,41 @@ async def test_smart_sends_the_question_with_the_smart_tier(harness: Harness) ->
     posted = [(m["message"], m["model_tier"]) for m in h.neo.posted_messages]
     # An unknown /word is just text for the agent, with the default tier.
     assert posted == [("why is the VPN slow?", "SMART"), ("/weather in Paris", "FAST")]
+
+
+async def test_reset_on_another_replica_escapes_a_hung_turn(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Two relays on one Redis: the hung turn runs on one, /reset reaches the other."""
+    url = redis_server.url(prefix=redis_server.new_prefix())
+    h = await make_harness(tmp_path, bots=[BOT_A], RELAY_DATABASE_URL=url, lease_seconds=2.0)
+    assert h.settings.database_url == url
+    other = web.AppRunner(create_app(h.settings), access_log=None)
+    await other.setup()
+    site = web.TCPSite(other, "127.0.0.1", 0)
+    await site.start()
+    other_url = f"http://127.0.0.1:{other.addresses[0][1]}"
+    try:
+        h.neo.script = answer_script
+        h.neo.first_chunk_delay = 3600.0  # Neo accepted the turn and never answers
+        conv = "a:conv-hung-replicas"
+        await h.deliver(h.activity(BOT_A, "hello?", conversation_id=conv), bot=BOT_A)
+        await h.wait_for(lambda: bool(h.neo.posted_messages), what="the hung turn posted")
+        [old_session] = list(h.neo.sessions)
+        started = time.monotonic()
+        first_url, h.relay_url = h.relay_url, other_url  # the reset goes to the other replica
+        await h.deliver(h.activity(BOT_A, "/reset", conversation_id=conv), bot=BOT_A)
+        h.relay_url = first_url
+        await h.wait_for(
+            lambda: RESET_DONE in h.teams.visible_text(conv), timeout=5.0, what="the confirmation"
+        )
+        assert time.monotonic() - started < 5.0
+        assert h.neo.sessions[old_session].archived_at is not None
+        turns = await h.components.store.conversation_turns(
+            BotId(BOT_A.app_id), ConversationId(conv)
+        )
+        assert [t.state for t in turns] == [TurnState.CANCELLED, TurnState.DELIVERED]
+        assert sum(t == RESET_DONE for t in h.teams.visible_text(conv)) == 1
+    finally:
+        await other.cleanup()
+        await close_harness(h)

@@ -93,13 +93,14 @@ async def test_each_step_is_journaled_before_the_next_relies_on_it(
         seen["at_post"] = (turn.state, turn.session_id == session_id)
         return await real_post(session_id, **kw)
 
-    def tail(session_id: Any, *, since: Any, on_event_id: Any) -> Any:
+    def tail(session_id: Any, *, since: Any, on_event_id: Any, scope: Any = None) -> Any:
         seen["tail_since"] = since
 
         async def gen() -> Any:
             [turn] = await store.unfinished_turns()
             seen["at_tail"] = (turn.state, turn.since_cursor)
-            async for chunk in real_tail(session_id, since=since, on_event_id=on_event_id):
+            chunks = real_tail(session_id, since=since, on_event_id=on_event_id, scope=scope)
+            async for chunk in chunks:
                 yield chunk
 
         return gen()

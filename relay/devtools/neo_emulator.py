@@ -10,21 +10,36 @@ undocumented (§b) the emulator picks one plausible answer and says so. Fault kn
 (:meth:`NeoEmulator.fail_next`, :meth:`~NeoEmulator.drop_stream_after`,
 :meth:`~NeoEmulator.stall_stream_after`, :meth:`~NeoEmulator.hang_before_first_byte`) let tests
 drive the client's error and resume paths over real HTTP instead of mocking httpx.
+
+Conversation lifecycle knobs (each an assumption about Neo, written out in
+``neo_emulator_lifecycle``): :meth:`~NeoEmulator.archive_session` (posts then get 409
+``session_archived``, as after a dashboard archive), :meth:`~NeoEmulator.delete_session` (404),
+:meth:`~NeoEmulator.forbid_session` (403: the channel was re-pointed to another owner),
+:meth:`~NeoEmulator.null_since_cursor` (a 202 whose ``since_cursor`` is null, as Neo's docs allow
+"under Redis failure"), ``til_pause`` ("hold" / "end": a TIL part pauses the turn until its
+decision) and ``name_turns`` (chunks carry their ``chat_turn_id``). Turns of one session always
+run one after another, so a turn the relay stopped tailing keeps writing into the stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import quote
 
 from aiohttp import web
 
+from relay.devtools.neo_emulator_features import REQUEST_ID, FeatureHandlers
+from relay.devtools.neo_emulator_lifecycle import (
+    Decisions,
+    LifecycleKnobs,
+    TurnPlan,
+    cancel_quietly,
+    play_turn,
+)
 from relay.devtools.neo_emulator_streams import (
     EmulatedSession,
     Fault,
@@ -38,12 +53,12 @@ from relay.devtools.neo_emulator_streams import (
     json_object,
     message_problem,
     now_iso,
-    run_turn,
     serve_events,
     take_fault,
 )
 
 __all__ = [
+    "REQUEST_ID",
     "NeoEmulator",
     "RecordedRequest",
     "RecordedResponse",
@@ -53,23 +68,14 @@ __all__ = [
 ]
 
 RATE_LIMIT = 1200  # requests per 60 s per tenant (neo-chat-api.md §a.3 [RL])
-ACCEPTED_TYPES = (
-    "image/png",
-    "image/jpeg",
-    "image/gif",
-    "image/webp",
-    "application/pdf",
-    "text/plain",
-)
 DEFAULT_UNMAPPED_MESSAGE = (
     "This Microsoft 365 tenant is not linked to a company yet. Ask your IT provider to link it "
     "in the Neo dashboard."
 )
-REQUEST_ID = web.RequestKey("request_id", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class NeoEmulator:
+class NeoEmulator(LifecycleKnobs, FeatureHandlers):
     """An in-process Neo API on 127.0.0.1.
 
     Usage::
@@ -93,6 +99,8 @@ class NeoEmulator:
         unmapped_message: str = DEFAULT_UNMAPPED_MESSAGE,
         branding: dict[tuple[str, str], dict[str, Any]] | None = None,
         til_forbidden: set[str] | None = None,
+        til_pause: str | None = None,
+        name_turns: bool = False,
     ) -> None:
         self.api_key = api_key
         self.script = script
@@ -104,6 +112,15 @@ class NeoEmulator:
         self.unmapped_message = unmapped_message
         self.branding = dict(branding or {})
         self.til_forbidden = set(til_forbidden or ())
+        self.til_pause = til_pause
+        self.name_turns = name_turns
+        self.decisions = Decisions()
+        self.forbidden_sessions: set[str] = set()
+        self._null_cursors = 0
+        self._lost_answers: list[StreamFault] = []
+        # The duplicate client_message_id 409's code is undocumented (§b item 12).
+        self.duplicate_code = "duplicate_client_message_id"
+        self._side: dict[str, set[asyncio.Task[None]]] = {}  # session id -> continuations
         self.requests: list[RecordedRequest] = []
         self.responses: list[RecordedResponse] = []
         self.sessions: dict[str, EmulatedSession] = {}
@@ -138,10 +155,10 @@ class NeoEmulator:
 
     async def stop(self) -> None:
         for session in self.sessions.values():
-            if session.turn and not session.turn.done():
-                session.turn.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await session.turn
+            await cancel_quietly(session.turn)
+        for tasks in self._side.values():
+            for task in list(tasks):
+                await cancel_quietly(task)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -236,25 +253,6 @@ class NeoEmulator:
             RecordedResponse(request.method, request.path, response.status, request_id)
         )
 
-    def _ok(self, request: web.Request, data: Any, status: int = 200) -> web.Response:
-        meta = {"request_id": request[REQUEST_ID]}
-        return web.json_response({"data": data, "meta": meta}, status=status)
-
-    def _error(
-        self,
-        request: web.Request,
-        status: int,
-        code: str,
-        message: str,
-        details: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> web.Response:
-        error: dict[str, Any] = {"code": code, "message": message}
-        if details is not None:
-            error["details"] = details
-        body = {"error": error, "meta": {"request_id": request[REQUEST_ID]}}
-        return web.json_response(body, status=status, headers=headers)
-
     async def _injected(self, request: web.Request, kind: str) -> web.Response | None:
         if (hang := take_fault(self._hangs.get(kind, []))) is not None:
             await asyncio.sleep(hang.seconds)
@@ -273,12 +271,6 @@ class NeoEmulator:
         code = fault.code or f"http_{fault.status}"
         message = fault.message or f"injected {fault.status} for {kind}"
         return self._error(request, fault.status, code, message, headers=headers)
-
-    def _session(self, request: web.Request) -> EmulatedSession | None:
-        return self.sessions.get(request.match_info["sid"])
-
-    def _not_found(self, request: web.Request) -> web.Response:
-        return self._error(request, 404, "not_found", "session not found")
 
     # -- chat ---------------------------------------------------------------------------------
 
@@ -323,16 +315,19 @@ class NeoEmulator:
             return self._error(
                 request,
                 409,
-                "duplicate_client_message_id",
+                self.duplicate_code,
                 "a message with this client_message_id already exists",
                 details={"message_id": original},
             )
+        if session.id in self.forbidden_sessions:
+            return self._error(request, 403, "FORBIDDEN", "this session belongs to another owner")
         if session.archived_at is not None:
-            return self._error(request, 409, "session_archived", "the session was reset")
+            return self._error(request, 409, "session_archived", "the session was archived")
         message_id = f"um_{uuid.uuid4().hex[:16]}"
         if client_id:
             session.client_message_ids[client_id] = message_id
         since_cursor = session.log.last_id  # snapshotted before the turn is enqueued [AM]
+        chat_turn_id = f"chat-turn-{uuid.uuid4().hex[:12]}"
         turn = TurnInput(
             session_id=session.id,
             message=str(body.get("message") or ""),
@@ -340,13 +335,17 @@ class NeoEmulator:
             attachments=list(body.get("attachments") or []),
             bot_id=session.bot_id,
             tenant=session.tenant,
+            chat_turn_id=chat_turn_id,
         )
         self.posted_messages.append({**body, "session_id": session.id, "message_id": message_id})
-        previous = session.turn
-        session.turn = asyncio.create_task(self._run(previous, turn, session))
+        session.turn = asyncio.create_task(self._run(session.turn, turn, session))
+        null_cursor = self._null_cursors > 0
+        self._null_cursors -= int(null_cursor)
+        if (lost := take_fault(self._lost_answers)) is not None:
+            await asyncio.sleep(lost.seconds)
         data = {
-            "chat_turn_id": f"chat-turn-{uuid.uuid4().hex[:12]}",
-            "since_cursor": since_cursor,
+            "chat_turn_id": chat_turn_id,
+            "since_cursor": None if null_cursor else since_cursor,
             "user_message_id": message_id,
             "show_agent_progress_steps": session.show_progress,
         }
@@ -355,20 +354,17 @@ class NeoEmulator:
     async def _run(
         self, previous: asyncio.Task[None] | None, turn: TurnInput, session: EmulatedSession
     ) -> None:
-        if previous is not None and not previous.done():
-            # Turns of one session run one after another, like a per-session workflow queue;
-            # a reset that cancels this turn while it waits cancels the one it waits for too.
-            try:
-                await asyncio.wait([previous])
-            except asyncio.CancelledError:
-                previous.cancel()
-                raise
-        chunks = self.script(turn)
-        await run_turn(
-            session.log,
-            chunks,
+        """Play one turn once the session's previous one is done (bench/emu.py overrides it)."""
+        plan = TurnPlan(
+            chunks=self.script(turn),
+            chat_turn_id=turn.chat_turn_id,
             chunk_delay=self.chunk_delay,
             first_chunk_delay=self.first_chunk_delay,
+            til_pause=self.til_pause,
+            name_turns=self.name_turns,
+        )
+        await play_turn(
+            previous, session, plan, self.decisions, lambda t: self._spawn_side(session.id, t)
         )
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
@@ -390,104 +386,7 @@ class NeoEmulator:
             return self._not_found(request)
         if session.archived_at is None:
             session.archived_at = now_iso()
-        if session.turn is not None and not session.turn.done():
-            session.turn.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await session.turn
+        await cancel_quietly(session.turn)
+        for task in list(self._side.get(session.id, ())):
+            await cancel_quietly(task)
         return self._ok(request, session.resource())
-
-    async def _upload_url(self, request: web.Request) -> web.StreamResponse:
-        if (injected := await self._injected(request, "upload")) is not None:
-            return injected
-        session = self._session(request)
-        if session is None:
-            return self._not_found(request)
-        body = await json_object(request) or {}
-        content_type = body.get("content_type")
-        if content_type not in ACCEPTED_TYPES:
-            return self._error(
-                request,
-                400,
-                "validation_error",
-                f"content_type must be one of {', '.join(ACCEPTED_TYPES)}",
-                details={"field": "content_type", "accepted": list(ACCEPTED_TYPES)},
-            )
-        filename = str(body.get("filename") or "upload").replace("/", "_")
-        blob_path = f"chat/{session.id}/{uuid.uuid4().hex[:12]}/{filename}"
-        signature = secrets.token_urlsafe(16)
-        self._grants[signature] = blob_path
-        url = f"{request.url.origin()}/blobs/{quote(blob_path)}?sig={signature}"
-        data = {
-            "upload_url": url,
-            "blob_path": blob_path,
-            "mime": content_type,
-            "max_image_bytes": self.max_image_bytes,
-        }
-        return self._ok(request, data)
-
-    async def _put_blob(self, request: web.Request) -> web.StreamResponse:
-        if (injected := await self._injected(request, "blob")) is not None:
-            return injected
-        blob_path = self._grants.get(request.query.get("sig", ""))
-        if blob_path is None or blob_path != request.match_info["path"]:
-            return web.Response(status=403, headers={"x-ms-error-code": "AuthenticationFailed"})
-        if request.headers.get("x-ms-blob-type") != "BlockBlob":
-            return web.Response(status=400, headers={"x-ms-error-code": "MissingRequiredHeader"})
-        data = await request.read()
-        self.blobs[blob_path] = (data, request.headers.get("x-ms-blob-content-type"))
-        return web.Response(status=201)
-
-    # -- channels and approvals ---------------------------------------------------------------
-
-    async def _install(self, request: web.Request) -> web.StreamResponse:
-        if (injected := await self._injected(request, "install")) is not None:
-            return injected
-        body = await json_object(request) or {}
-        bot_id, tenant = body.get("bot_id"), body.get("end_client_tenant_id")
-        if not bot_id or not tenant:
-            return self._error(
-                request, 400, "validation_error", "bot_id and end_client_tenant_id are required"
-            )
-        self.install_events.append(body)
-        brand = self.branding.get((str(bot_id), str(tenant)))
-        data = {
-            "display_name": (brand or {}).get("display_name", "Neo"),
-            "matched": brand is not None,
-            "welcome_message": (brand or {}).get("welcome_message"),
-        }
-        return self._ok(request, data)
-
-    async def _til_list(self, request: web.Request) -> web.StreamResponse:
-        """The decided requests, newest first, one page (``page_size`` 1-200) [TILLIST]."""
-        if (injected := await self._injected(request, "til")) is not None:
-            return injected
-        try:
-            size = int(request.query.get("page_size", "50"))
-        except ValueError:
-            size = 0
-        if not 1 <= size <= 200:
-            return self._error(request, 400, "validation_error", "page_size must be 1-200")
-        items = [{"id": rid, **body} for rid, body in reversed(self.til_decisions.items())]
-        return self._ok(request, items[:size])
-
-    async def _til_decision(self, request: web.Request) -> web.StreamResponse:
-        if (injected := await self._injected(request, "til")) is not None:
-            return injected
-        rid = request.match_info["rid"]
-        body = await json_object(request) or {}
-        if body.get("action") not in ("approve", "reject"):
-            return self._error(request, 400, "validation_error", "action must be approve|reject")
-        if rid in self.til_forbidden:
-            return self._error(request, 403, "FORBIDDEN", "not allowed to decide this request")
-        if rid in self.til_decisions:
-            return self._error(request, 409, "already_resolved", "this request was already decided")
-        self.til_decisions[rid] = body
-        user = body.get("acting_end_user")
-        data = {
-            "id": int(rid) if rid.isdigit() else rid,
-            "status": "APPROVED" if body["action"] == "approve" else "REJECTED",
-            "comment": body.get("note"),
-            "decided_by": {"id": user, "name": body.get("acting_end_user_name") or user},
-            "updated_at": now_iso(),
-        }
-        return self._ok(request, data)

@@ -35,6 +35,7 @@ class TurnInput:
     attachments: list[dict[str, Any]]
     bot_id: str | None
     tenant: str | None
+    chat_turn_id: str = ""  # the 202's id for this turn
 
 
 Script = Callable[[TurnInput], list[dict[str, Any]]]
@@ -140,8 +141,11 @@ async def run_turn(
     *,
     chunk_delay: float,
     first_chunk_delay: float,
+    done: bool = True,
 ) -> None:
     """Append one turn's chunks and ``[DONE]``; a cancel (reset) appends ``abort`` first.
+
+    ``done=False``: the turn goes on later (paused on a TIL request), so no ``[DONE]`` yet.
 
     On cancellation the stream still ends the way a server-side abort does in the AI SDK — an
     ``abort`` chunk then ``[DONE]``, no ``finish`` (ai-sdk-v6-stream.md §2, ``abort`` row) — so a
@@ -158,7 +162,8 @@ async def run_turn(
         log.append(json.dumps({"type": "abort", "reason": "session reset"}))
         log.append(DONE)
         raise
-    log.append(DONE)
+    if done:
+        log.append(DONE)
 
 
 SSE_HEADERS = {  # what a v6 server sends (ai-sdk-v6-stream.md §1 "Headers")

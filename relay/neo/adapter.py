@@ -16,7 +16,7 @@ from relay.domain import BotId, EventId, ModelTier, SessionId, TenantId, Uploade
 from relay.neo.chunks import ReplyAssembler
 from relay.neo.client import NeoAttachment, NeoClient
 from relay.neo.events import TailLimits, tail_turn
-from relay.turns import NewSession, Posted
+from relay.turn_seams import NewSession, Posted, TailScope
 
 
 class NeoAdapter:
@@ -106,9 +106,15 @@ class NeoAdapter:
         *,
         since: EventId | None,
         on_event_id: Callable[[EventId], Awaitable[None]],
+        scope: TailScope | None = None,
     ) -> AsyncIterator[dict[str, object]]:
         return tail_turn(
-            self.client, session_id, since=since, limits=self._limits, on_event_id=on_event_id
+            self.client,
+            session_id,
+            since=since,
+            limits=self._limits,
+            on_event_id=on_event_id,
+            scope=scope,
         )
 
     def assembler(self) -> ReplyAssembler:

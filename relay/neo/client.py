@@ -1,129 +1,64 @@
 """Typed async calls to the Neo public API, with every failure translated into ``relay.errors``.
 
-This module (with ``relay.neo.events``) is the only place that touches httpx: it owns one shared
-``httpx.AsyncClient`` with explicit per-phase timeouts, unwraps Neo's ``{data, meta}`` envelope and
-maps every failure — HTTP status, ``error.code``, transport errors — onto the relay's exception tree
-so the pipeline branches on *what it may do next* rather than on library types (reference:
-neo-chat-api.md §a.3 "Envelopes, errors, rate limits"; peers-and-pitfalls.md §6.5 lesson 2). The
-API key is a ``SecretStr`` that is only unwrapped to build the ``Authorization`` header; it is
-never logged and is scrubbed from every error message. ``tail`` is deliberately low level (one SSE
-connection, raw frames); resume, dedupe and timeouts live in ``relay.neo.events``.
+The ``relay.neo`` package is the only place that touches httpx. This module holds the typed calls
+— one method per endpoint of neo-chat-api.md §d the relay uses — and turns each response into the
+project's types; it is split along its seams: pools, auth and the ``{data, meta}`` envelope in
+``relay.neo.http``; every failure (HTTP status, ``error.code``, transport errors) mapped onto the
+relay's exception tree in ``relay.neo.http_errors``, so the pipeline branches on *what it may do
+next* rather than on library types (neo-chat-api.md §a.3; peers-and-pitfalls.md §6.5 lesson 2);
+the streaming exchanges (SSE tail, blob PUT) in ``relay.neo.sse``; result types in
+``relay.neo.models``. ``tail`` is deliberately low level (one SSE connection, raw frames);
+resume, dedupe, turn scoping and timeouts live in ``relay.neo.events``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncGenerator, Callable, Sequence
-from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Literal, NoReturn, Self
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
+from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
-from httpx_sse import SSEError, aconnect_sse
-from pydantic import SecretStr
 
 from relay.domain import BotId, EventId, ModelTier, SessionId, TenantId
-from relay.errors import (
-    AmbiguousError,
-    CredentialError,
-    PermanentError,
-    RetryableError,
-    UpstreamError,
-    UserFacingError,
+from relay.neo.http import NeoHttp
+from relay.neo.http_errors import (
+    SERVICE,
+    bad_response,
+    first_str,
+    is_duplicate_code,
+    opt_str,
+    parse_error,
 )
-from relay.retry import parse_retry_after
+from relay.neo.models import (
+    InstallBranding,
+    NeoAttachment,
+    NeoSession,
+    PostedMessage,
+    SseFrame,
+    UploadGrant,
+)
+from relay.neo.sse import put_blob, sse_frames
+
+__all__ = [
+    "SERVICE",
+    "InstallBranding",
+    "NeoAttachment",
+    "NeoClient",
+    "NeoSession",
+    "PostedMessage",
+    "SseFrame",
+    "UploadGrant",
+]
 
 log = logging.getLogger(__name__)
 
-SERVICE = "neo"
 MANAGED_AGENT_KEY = "NEO_SUPPORT"
-USER_AGENT = "neo-teams-relay/0.1"
-# Every answer in progress holds one connection for its SSE tail, so the tail pool must be as large
-# as the turns one process runs at once: httpx's default (100) capped a relay at ~100 concurrent
-# answers and failed the rest with PoolTimeout. Tails get a pool of their own because httpcore
-# scans every pooled connection on every request (and, with more connections than its keep-alive
-# limit, closes each idle one after use): sharing one pool made each short call pay for all open
-# tails (bench/, README "Benchmarks").
-# Few idle connections kept, because every idle one costs a socket-readability probe (anyio
-# extra-attribute dict + poll) on each request of its pool: a tail lasts seconds, so a fresh
-# connection per tail is cheaper than keeping finished ones (py-spy: ~10 % of the event loop).
-TAIL_POOL_LIMITS = httpx.Limits(max_connections=5000, max_keepalive_connections=8)
-CALL_POOL_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=16)
-# Short calls wait for a slot *in front of* the pool: httpcore matches each queued request against
-# every connection whenever one is added or closed (O(queued x connections)), which a burst of
-# new turns made the largest cost of the event loop (py-spy: ~20 %); a semaphore queue is O(1).
-CALL_CONCURRENCY = 64
 _CHAT = "/public-api/chat/sessions"
 
 
-@dataclass(frozen=True, slots=True)
-class NeoSession:
-    session_id: SessionId
-    show_progress: bool
-    request_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class NeoAttachment:
-    """One uploaded blob referenced by ``POST .../messages`` (at most 6 per turn, [AM])."""
-
-    blob_path: str
-    mime: str
-    filename: str | None = None
-    alt: str | None = None
-
-    def to_wire(self) -> dict[str, str]:
-        wire = {"blob_path": self.blob_path, "mime": self.mime}
-        if self.filename is not None:
-            wire["filename"] = self.filename
-        if self.alt is not None:
-            wire["alt"] = self.alt
-        return wire
-
-
-@dataclass(frozen=True, slots=True)
-class PostedMessage:
-    """The 202 answer to a posted message, or ``duplicate=True`` for a replayed client_message_id.
-
-    A duplicate enqueues no new turn (neo-chat-api.md §a.4 [AM]); ``user_message_id`` then holds
-    the original message id when Neo reports it, and ``chat_turn_id`` / ``since_cursor`` are None.
-    """
-
-    chat_turn_id: str | None
-    since_cursor: EventId | None
-    user_message_id: str | None
-    show_progress: bool = False
-    duplicate: bool = False
-    request_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class UploadGrant:
-    upload_url: str  # short-lived single-blob SAS URL: the signature is in the URL itself
-    blob_path: str
-    mime: str
-    max_image_bytes: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class InstallBranding:
-    display_name: str | None
-    matched: bool
-    welcome_message: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class SseFrame:
-    """One SSE event. ``id`` is the event's own ``id:`` (None when it carried no new id)."""
-
-    id: EventId | None
-    event: str | None
-    data: str
-
-
-class NeoClient:
+class NeoClient(NeoHttp):
     """The Neo public API over one shared ``httpx.AsyncClient``.
 
     Usage::
@@ -133,63 +68,13 @@ class NeoClient:
             posted = await neo.post_message(session.session_id, message="hi",
                                             client_message_id="teams-1", model_tier=ModelTier.FAST)
 
-    Error mapping: 429 and 503 → ``RetryableError`` (with ``retry_after``); a connect failure
-    (nothing sent) → ``RetryableError``; 401/403 → ``CredentialError``; 409
-    ``end_company_not_mapped`` → ``UserFacingError``; other 4xx → ``PermanentError``. When the
-    request may have reached Neo without a usable answer (read timeout, dropped connection, 408,
-    500/502/504) idempotent calls (reset, upload-url, install-events, blob PUT, tail) raise
-    ``RetryableError`` and the others (create session, post message, TIL decision) raise
-    ``AmbiguousError`` (reference: peers-and-pitfalls.md §5 "2–3× delivery after 5xx"). Posting
-    again with the same ``client_message_id`` is nevertheless safe: Neo answers 409 and
-    :meth:`post_message` returns ``duplicate=True``.
+    Error mapping (``relay.neo.http_errors``): 429/503 and connect failures are retryable; what
+    may have reached Neo without a usable answer is ``RetryableError`` for idempotent calls
+    (reset, upload-url, install-events, blob PUT, tail) and ``AmbiguousError`` for the others
+    (create session, post message, TIL decision; peers-and-pitfalls.md §5). A 409 naming a
+    duplicate ``client_message_id`` is ``duplicate=True``; any other 409 is a ``PermanentError``
+    the pipeline classifies by fact (``relay.turn_post``).
     """
-
-    def __init__(
-        self,
-        base_url: str,
-        api_key: SecretStr,
-        *,
-        connect_timeout: float = 10,
-        request_timeout: float = 30,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self._api_key = api_key
-        # Observer of every failed request, (status or None for transport, error code): metrics.
-        self.on_error: Callable[[int | None, str | None], None] | None = None
-        self._connect_timeout = connect_timeout
-        self._request_timeout = request_timeout
-        self._call_slots = asyncio.Semaphore(CALL_CONCURRENCY)
-        self._http, self._tail_http = (
-            httpx.AsyncClient(
-                base_url=base_url.rstrip("/"),
-                timeout=httpx.Timeout(
-                    connect=connect_timeout,
-                    read=request_timeout,
-                    write=request_timeout,
-                    pool=connect_timeout,
-                ),
-                headers={"User-Agent": USER_AGENT},
-                limits=limits,
-                transport=transport,
-                follow_redirects=False,
-            )
-            for limits in (CALL_POOL_LIMITS, TAIL_POOL_LIMITS)
-        )
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-        await self._tail_http.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- chat ------------------------------------------------------------------------------
 
@@ -210,7 +95,7 @@ class NeoClient:
         data, request_id = await self._call("POST", _CHAT, json=body, idempotent=False)
         session_id = data.get("id")
         if not isinstance(session_id, str) or not session_id:
-            _bad_response("create_session", "data.id missing", request_id, idempotent=False)
+            bad_response("create_session", "data.id missing", request_id, idempotent=False)
         return NeoSession(
             session_id=SessionId(session_id),
             show_progress=bool(data.get("show_agent_progress_steps", False)),
@@ -238,22 +123,22 @@ class NeoClient:
         path = f"{_session_path(session_id)}/messages"
         response = await self._send("POST", path, json=body, what=what, idempotent=False)
         if response.status_code == 409:
-            code, _, details, request_id = _parse_error(response)
-            if _is_duplicate_code(code):
+            code, _, details, request_id = parse_error(response)
+            if is_duplicate_code(code):
                 log.info("neo: duplicate client_message_id, no new turn (request %s)", request_id)
                 return PostedMessage(
                     chat_turn_id=None,
                     since_cursor=None,
-                    user_message_id=_first_str(details, "message_id", "user_message_id"),
+                    user_message_id=first_str(details, "message_id", "user_message_id"),
                     duplicate=True,
                     request_id=request_id,
                 )
         data, request_id = self._unwrap(response, what, idempotent=False)
         cursor = data.get("since_cursor")
         return PostedMessage(
-            chat_turn_id=_opt_str(data.get("chat_turn_id")),
+            chat_turn_id=opt_str(data.get("chat_turn_id")),
             since_cursor=EventId(cursor) if isinstance(cursor, str) and cursor else None,
-            user_message_id=_opt_str(data.get("user_message_id")),
+            user_message_id=opt_str(data.get("user_message_id")),
             show_progress=bool(data.get("show_agent_progress_steps", False)),
             request_id=request_id,
         )
@@ -275,12 +160,12 @@ class NeoClient:
         data, request_id = await self._call("POST", path, json=body, idempotent=True)
         url, blob_path = data.get("upload_url"), data.get("blob_path")
         if not isinstance(url, str) or not isinstance(blob_path, str):
-            _bad_response("upload_url", "upload_url/blob_path missing", request_id, idempotent=True)
+            bad_response("upload_url", "upload_url/blob_path missing", request_id, idempotent=True)
         limit = data.get("max_image_bytes")
         return UploadGrant(
             upload_url=url,
             blob_path=blob_path,
-            mime=_opt_str(data.get("mime")) or content_type,
+            mime=opt_str(data.get("mime")) or content_type,
             max_image_bytes=limit
             if isinstance(limit, int) and not isinstance(limit, bool)
             else None,
@@ -293,32 +178,12 @@ class NeoClient:
         (neo-chat-api.md §a.4 "Attachment upload grant"); it is applied to ``image/*`` only, as its
         name says. Azure errors come back as XML, so the code is read from ``x-ms-error-code``.
         """
-        limit = grant.max_image_bytes
-        if limit is not None and grant.mime.startswith("image/") and len(data) > limit:
-            raise PermanentError(
-                f"image is {len(data)} bytes, Neo accepts at most {limit}",
-                service=SERVICE,
-                code="too_large",
-            )
-        headers = {"x-ms-blob-type": "BlockBlob", "x-ms-blob-content-type": grant.mime}
-        try:
-            response = await self._http.put(grant.upload_url, content=data, headers=headers)
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc, "PUT blob", idempotent=True) from exc
-        if response.is_success:
-            return
-        code = response.headers.get("x-ms-error-code") or f"http_{response.status_code}"
-        message = f"blob upload refused: {response.reason_phrase or response.status_code}"
-        if response.status_code == 429 or response.status_code >= 500:
-            raise RetryableError(
-                message,
-                service=SERVICE,
-                status=response.status_code,
-                code=code,
-                retry_after=parse_retry_after(response.headers.get("Retry-After")),
-            )
-        # A refused SAS (403) is the grant's problem, not our API key: ask for a new grant.
-        raise PermanentError(message, service=SERVICE, status=response.status_code, code=code)
+        await put_blob(
+            self._http,
+            grant,
+            data,
+            transport=lambda e: self._transport_error(e, "PUT blob", idempotent=True),
+        )
 
     # -- channels and approvals ------------------------------------------------------------
 
@@ -331,9 +196,9 @@ class NeoClient:
             "POST", "/public-api/channels/install-events", json=body, idempotent=True
         )
         return InstallBranding(
-            display_name=_opt_str(data.get("display_name")),
+            display_name=opt_str(data.get("display_name")),
             matched=bool(data.get("matched", False)),
-            welcome_message=_opt_str(data.get("welcome_message")),
+            welcome_message=opt_str(data.get("welcome_message")),
         )
 
     async def til_decision(
@@ -376,7 +241,7 @@ class NeoClient:
             body = None
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, list):
-            _bad_response(what, "data is not a list", None, idempotent=True)
+            bad_response(what, "data is not a list", None, idempotent=True)
         return [item for item in data if isinstance(item, dict)]
 
     # -- SSE tail --------------------------------------------------------------------------
@@ -402,7 +267,7 @@ class NeoClient:
                 or 429 / 5xx.
             PermanentError / CredentialError: any other refusal.
         """
-        params = {"since": since} if since else None
+        params: dict[str, str] | None = {"since": since} if since else None
         headers = {"Authorization": self._bearer()}
         if last_event_id:
             headers["Last-Event-Id"] = last_event_id
@@ -412,137 +277,18 @@ class NeoClient:
             write=self._request_timeout,
             pool=self._connect_timeout,
         )
-        url = f"{_session_path(session_id)}/events"
-        previous_id = ""
-        try:
-            async with aconnect_sse(
-                self._tail_http, "GET", url, params=params, headers=headers, timeout=timeout
-            ) as source:
-                response = source.response
-                if not response.is_success:
-                    await response.aread()
-                    self._raise_for(response, "GET events", idempotent=True)
-                if response.status_code == 204:  # "no active stream" in the SDK's resume API
-                    return
-                async for sse in source.aiter_sse():
-                    own_id = sse.id if sse.id and sse.id != previous_id else None
-                    previous_id = sse.id or previous_id
-                    yield SseFrame(
-                        id=EventId(own_id) if own_id else None,
-                        event=sse.event or None,
-                        data=sse.data,
-                    )
-        except SSEError as exc:
-            raise PermanentError(
-                "neo events did not answer with text/event-stream", service=SERVICE, code="not_sse"
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc, "GET events", idempotent=True) from exc
-
-    # -- plumbing --------------------------------------------------------------------------
-
-    def _bearer(self) -> str:
-        return f"Bearer {self._api_key.get_secret_value()}"
-
-    async def _call(
-        self, method: str, path: str, *, json: Any, idempotent: bool
-    ) -> tuple[dict[str, Any], str | None]:
-        what = f"{method} {path}"
-        response = await self._send(method, path, json=json, what=what, idempotent=idempotent)
-        return self._unwrap(response, what, idempotent=idempotent)
-
-    async def _send(
-        self, method: str, path: str, *, json: Any, what: str, idempotent: bool
-    ) -> httpx.Response:
-        try:
-            # The slot wait counts as the pool wait: same limit, same PoolTimeout as before.
-            async with asyncio.timeout(self._connect_timeout):
-                await self._call_slots.acquire()
-        except TimeoutError:
-            exc = httpx.PoolTimeout("no free Neo call slot")
-            raise self._transport_error(exc, what, idempotent=idempotent) from None
-        try:
-            return await self._http.request(
-                method, path, json=json, headers={"Authorization": self._bearer()}
-            )
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc, what, idempotent=idempotent) from exc
-        finally:
-            self._call_slots.release()
-
-    def _unwrap(
-        self, response: httpx.Response, what: str, *, idempotent: bool
-    ) -> tuple[dict[str, Any], str | None]:
-        """The ``data`` object and ``meta.request_id`` of a success envelope, or raise."""
-        if not response.is_success:
-            self._raise_for(response, what, idempotent=idempotent)
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            _bad_response(what, "body is not a JSON object", None, idempotent=idempotent)
-        meta = body.get("meta")
-        request_id = _opt_str(meta.get("request_id")) if isinstance(meta, dict) else None
-        data = body.get("data")
-        log.debug("neo %s -> %s (request %s)", what, response.status_code, request_id)
-        return (data if isinstance(data, dict) else {}), request_id
-
-    def _raise_for(self, response: httpx.Response, what: str, *, idempotent: bool) -> NoReturn:
-        status = response.status_code
-        code, message, _, request_id = _parse_error(response)
-        message = self._scrub(message)
-        log.info(
-            "neo %s failed: %s %s (request %s)",
-            what,
-            status,
-            code,
-            request_id,
-            extra={"request_id": request_id},
+        frames = sse_frames(
+            self._tail_http,
+            f"{_session_path(session_id)}/events",
+            params=params,
+            headers=headers,
+            timeout=timeout,
+            refused=lambda r: self._raise_for(r, "GET events", idempotent=True),
+            transport=lambda e: self._transport_error(e, "GET events", idempotent=True),
         )
-        if self.on_error is not None:
-            self.on_error(status, code)
-        common: dict[str, Any] = {
-            "service": SERVICE,
-            "status": status,
-            "code": code,
-            "request_id": request_id,
-        }
-        exc: UpstreamError
-        if status in (429, 503) or (status >= 500 and idempotent):
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            exc = RetryableError(message, retry_after=retry_after, **common)
-        elif status >= 500 or status == 408:
-            # A create that failed with 500/502/504 may still have happened (errors.py
-            # AmbiguousError; peers-and-pitfalls.md §5 "2–3× delivery after 5xx").
-            exc = AmbiguousError(message, **common)
-        elif status in (401, 403):
-            exc = CredentialError(message, **common)
-        elif status == 409 and (code or "").lower() == "end_company_not_mapped":
-            # The message is written for the end user and must be relayed verbatim [CS].
-            exc = UserFacingError(message, **common)
-        else:
-            exc = PermanentError(message, **common)
-        raise exc
-
-    def _transport_error(
-        self, exc: httpx.HTTPError, what: str, *, idempotent: bool
-    ) -> UpstreamError:
-        kind = type(exc).__name__
-        message = f"{what}: {kind}"
-        log.info("neo %s transport failure: %s", what, kind)
-        if self.on_error is not None:
-            self.on_error(None, kind)
-        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-            # Nothing reached Neo, so even a create may be repeated.
-            return RetryableError(message, service=SERVICE, code="connect_failed")
-        if idempotent:
-            return RetryableError(message, service=SERVICE, code="transport_error")
-        return AmbiguousError(message, service=SERVICE, code="transport_error")
-
-    def _scrub(self, text: str) -> str:
-        secret = self._api_key.get_secret_value()
-        return text.replace(secret, "***") if secret else text
+        async with aclosing(frames):
+            async for frame in frames:
+                yield frame
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -550,50 +296,3 @@ class NeoClient:
 
 def _session_path(session_id: SessionId) -> str:
     return f"{_CHAT}/{quote(session_id, safe='')}"
-
-
-def _opt_str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _first_str(data: dict[str, Any], *keys: str) -> str | None:
-    for key in keys:
-        value = data.get(key)
-        if isinstance(value, str | int) and not isinstance(value, bool):
-            return str(value)
-    return None
-
-
-def _is_duplicate_code(code: str | None) -> bool:
-    # The duplicate code string is undocumented (neo-chat-api.md §b item 12): accept any code
-    # naming a duplicate, case-insensitively; any other 409 (e.g. session_archived) still raises.
-    return code is not None and "duplicate" in code.lower()
-
-
-def _parse_error(response: httpx.Response) -> tuple[str | None, str, dict[str, Any], str | None]:
-    """Read ``{error:{code,message,details?}, meta:{request_id}}``; tolerate any other body."""
-    fallback = f"HTTP {response.status_code} {response.reason_phrase}".strip()
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    header_id = response.headers.get("x-request-id")
-    if not isinstance(body, dict):
-        return None, f"{fallback} (non-JSON error body)", {}, header_id
-    error: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else {}
-    meta: dict[str, Any] = body["meta"] if isinstance(body.get("meta"), dict) else {}
-    details: dict[str, Any] = error["details"] if isinstance(error.get("details"), dict) else {}
-    code = _opt_str(error.get("code"))
-    message = _opt_str(error.get("message")) or fallback
-    return code, message, details, _opt_str(meta.get("request_id")) or header_id
-
-
-def _bad_response(what: str, why: str, request_id: str | None, *, idempotent: bool) -> NoReturn:
-    # A 2xx we cannot read still means the call took effect, so a create must not be replayed.
-    cls = RetryableError if idempotent else AmbiguousError
-    raise cls(
-        f"{what}: unreadable response ({why})",
-        service=SERVICE,
-        code="invalid_response",
-        request_id=request_id,
-    )

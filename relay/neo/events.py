@@ -8,6 +8,18 @@ body after a terminal chunk, ai-sdk-v6-stream.md §3 "What ends a turn") and bou
 first-event, an idle and a total limit, because an upstream LLM stream must never hang a turn
 (peers-and-pitfalls.md §5 "Unbounded/hung LLM streams"). Parsing stays minimal — one
 ``json.loads`` per event; meaning is ``relay.neo.chunks``' job.
+
+Tail scoping (DESIGN.md invariant 9). One session is one event stream shared by all its turns,
+and a turn the relay stopped tailing (Stop, deadline, failed tail) keeps writing into it, after the
+next turn's ``since_cursor``. Which events are a turn's own is undocumented (neo-chat-api.md §b
+items 1 and 3), so :class:`_Scope` handles both plausible shapes. *Assumption A*: if an event names
+its turn — a ``chat_turn_id`` (or ``chatTurnId``) field on the chunk, or an envelope
+``{"chat_turn_id": …, "chunk": {…}}`` — it is compared with the 202's ``chat_turn_id`` and events
+of other turns are skipped. *Assumption B*: otherwise every turn's chunks begin with a ``start``
+chunk (the AI SDK's default, ai-sdk-v6-stream.md §2), so when the previous turn did not reach its
+terminal chunk (``TailScope.await_start``) everything before this turn's ``start`` — the old
+turn's deltas, its ``finish`` and its ``[DONE]`` — is skipped. Skipped events still advance the
+journaled event id.
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ from relay.domain import EventId, SessionId
 from relay.errors import AmbiguousError, RetryableError
 from relay.neo.chunks import TERMINAL_TYPES
 from relay.neo.client import SERVICE, NeoClient, SseFrame
+from relay.turn_seams import TailScope
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +100,7 @@ async def tail_turn(
     since: EventId | None,
     limits: TailLimits,
     on_event_id: OnEventId | None = None,
+    scope: TailScope | None = None,
 ) -> AsyncGenerator[dict[str, Any], None]:
     """Yield the chunk dicts of one turn, in order and each once, across reconnects.
 
@@ -103,7 +117,7 @@ async def tail_turn(
             have finished on Neo's side, so the message must not be posted again.
         PermanentError / CredentialError: Neo refused the tail (4xx), from ``NeoClient.tail``.
     """
-    tail = _TurnTail(client, session_id, since, limits, on_event_id)
+    tail = _TurnTail(client, session_id, since, limits, on_event_id, scope)
     async with aclosing(tail.chunks()) as chunks:
         async for chunk in chunks:
             yield chunk
@@ -119,8 +133,10 @@ class _TurnTail:
         since: EventId | None,
         limits: TailLimits,
         on_event_id: OnEventId | None,
+        scope: TailScope | None = None,
     ) -> None:
         self._client = client
+        self._scope = _Scope(scope)
         self._session_id = session_id
         self._since = since
         self._limits = limits
@@ -232,7 +248,8 @@ class _TurnTail:
                 await self._on_event_id(frame.id)
         data = frame.data.strip()
         if data == DONE:
-            self.finished = True
+            # An earlier turn's [DONE] (before this turn began) does not end this turn.
+            self.finished = self._scope.started
             return None
         if not data:
             return None  # an id-only or retry-only event
@@ -248,6 +265,40 @@ class _TurnTail:
         if not isinstance(chunk, dict):
             log.debug("neo tail: JSON %s instead of an object, skipped", type(chunk).__name__)
             return None
+        chunk = self._scope.admit(chunk)
+        if chunk is None:
+            return None
         if chunk.get("type") in TERMINAL_TYPES:
             self.terminal_seen = True
+        return chunk
+
+
+_TURN_KEYS = ("chat_turn_id", "chatTurnId")
+
+
+class _Scope:
+    """Decides which chunks are this turn's own (module docstring, assumptions A and B)."""
+
+    def __init__(self, scope: TailScope | None) -> None:
+        self._own = scope.chat_turn_id if scope else None
+        self._own_seen = False
+        self.started = not (scope is not None and scope.await_start)
+
+    def admit(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
+        named = next((v for k in _TURN_KEYS if isinstance(v := chunk.get(k), str) and v), None)
+        inner = chunk.get("chunk")
+        if named is not None and isinstance(inner, dict):
+            chunk = inner  # a {chat_turn_id, chunk} envelope
+        if named is not None and self._own is not None:
+            if named != self._own:
+                if not self._own_seen:
+                    self.started = False  # another turn is still writing: its [DONE] is not ours
+                log.debug("neo tail: chunk of turn %s skipped", named)
+                return None
+            self._own_seen = self.started = True
+            return chunk
+        if not self.started:
+            if chunk.get("type") != "start":
+                return None  # the previous, unfinished turn's leftovers
+            self.started = True
         return chunk

@@ -291,8 +291,9 @@ class _ObservedSinks:
         self._inner = inner
         self._metrics = metrics
 
-    def open(self, turn: Turn) -> ReplySink:
-        return _ObservedSink(self._inner.open(turn), turn, self._metrics)
+    def open(self, turn: Turn, *, segment: int = 0, streamed: bool = True) -> ReplySink:
+        sink = self._inner.open(turn, segment=segment, streamed=streamed)
+        return _ObservedSink(sink, turn, self._metrics)
 
 
 class _ObservedSink:

@@ -35,6 +35,10 @@ class Fence:
 
 # The fence of the lease the current task runs under (relay.replicas sets it around a turn), so
 # the pipeline and the sinks fence every conversation write without passing a token around.
+# How long a conversation note outlives its last write (Store.merge_note): the approvals shown
+# in a conversation must stay checkable for as long as a technician may still click a card.
+NOTE_TTL_SECONDS = 30 * 86400.0
+
 _AMBIENT_FENCE: ContextVar[Fence | None] = ContextVar("relay_store_fence", default=None)
 
 
@@ -172,3 +176,26 @@ class Store(Protocol):
 
     async def release_lease(self, key: str, owner: str, token: int) -> None:
         """Give the lease up at once if (owner, token) still holds it; else do nothing."""
+
+    # -- conversation notes (relay.turn_scope, relay.approvals: issue 13's block) --------------
+
+    async def merge_note(
+        self,
+        bot_id: BotId,
+        conversation_id: ConversationId,
+        name: str,
+        fields: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Merge ``fields`` (JSON values) into the conversation's note ``name``; return the note.
+
+        Atomic per call: the returned note holds these fields and every merge that completed
+        before, so two parties that each merge-then-read cannot both miss the other's write
+        (an approval decided while the turn that showed it ends). A note lives
+        :data:`NOTE_TTL_SECONDS` after its last merge. Unfenced on purpose: approval clicks and
+        ``/reset`` write them from outside the conversation's lease.
+        """
+
+    async def get_note(
+        self, bot_id: BotId, conversation_id: ConversationId, name: str
+    ) -> dict[str, Any] | None:
+        """The conversation's note ``name``, or None if it was never written (or expired)."""

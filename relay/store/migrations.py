@@ -70,6 +70,22 @@ MIGRATIONS: Final[list[tuple[int, str]]] = [
         ALTER TABLE turns ADD COLUMN command TEXT;
         """,
     ),
+    # Numbered 13 (issue 13's block) so migrations added in parallel elsewhere can slot below it.
+    (
+        13,
+        """
+        -- Store.merge_note: small JSON records per conversation (the approvals shown in it, how
+        -- the last turn's tail ended). `expires_at` lets open() drop stale ones.
+        CREATE TABLE conversation_notes (
+            bot_id          TEXT NOT NULL,
+            conversation_id TEXT NOT NULL,
+            name            TEXT NOT NULL,
+            data_json       TEXT NOT NULL,
+            expires_at      REAL NOT NULL,
+            PRIMARY KEY (bot_id, conversation_id, name)
+        );
+        """,
+    ),
 ]
 
 

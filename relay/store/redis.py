@@ -40,7 +40,7 @@ from relay.domain import (
 )
 from relay.errors import ConfigError, LeaseLost
 from relay.store import redis_scripts as lua
-from relay.store.base import Fence, current_fence
+from relay.store.base import NOTE_TTL_SECONDS, Fence, current_fence
 
 DEFAULT_PREFIX = "relay:"
 _KEY = "RELAY_DATABASE_URL"
@@ -318,6 +318,42 @@ class RedisStore:
 
     async def release_lease(self, key: str, owner: str, token: int) -> None:
         await self._run("RELEASE_LEASE", [self._k("lease", key)], [owner, str(token)])
+
+    # -- conversation notes (issue 13's block) --------------------------------------------------
+
+    def _note_key(self, bot_id: BotId, conversation_id: ConversationId, name: str) -> str:
+        return self._k("note", bot_id, conversation_id, name)
+
+    async def merge_note(
+        self,
+        bot_id: BotId,
+        conversation_id: ConversationId,
+        name: str,
+        fields: dict[str, Any],
+    ) -> dict[str, Any]:
+        key = self._note_key(bot_id, conversation_id, name)
+        present = {k: _dumps(v) for k, v in fields.items() if v is not None}
+        absent = [k for k, v in fields.items() if v is None]
+        # MULTI/EXEC: the write and the read are one atomic step, one field per hash entry.
+        async with self._redis.pipeline(transaction=True) as pipe:
+            if present:
+                pipe.hset(key, mapping=cast(dict[Any, Any], present))
+            if absent:
+                pipe.hdel(key, *absent)
+            pipe.hgetall(key)
+            pipe.pexpire(key, _ms(NOTE_TTL_SECONDS))
+            results = await pipe.execute()
+        return _note(cast(dict[str, str], results[-2]))
+
+    async def get_note(
+        self, bot_id: BotId, conversation_id: ConversationId, name: str
+    ) -> dict[str, Any] | None:
+        row = await self._hgetall(self._note_key(bot_id, conversation_id, name))
+        return _note(row) if row else None
+
+
+def _note(row: dict[str, str]) -> dict[str, Any]:
+    return {k: json.loads(v) for k, v in row.items()}
 
 
 # -- Turn <-> hash -------------------------------------------------------------------------------

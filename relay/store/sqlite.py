@@ -34,7 +34,7 @@ from relay.domain import (
     TurnState,
     User,
 )
-from relay.store.base import Fence
+from relay.store.base import NOTE_TTL_SECONDS, Fence
 from relay.store.leases import LocalLeases
 from relay.store.migrations import MIGRATIONS, split_statements
 
@@ -125,6 +125,9 @@ class SqliteStore:
             await _migrate(db)
             # Expired claims are dead weight; dropping them here keeps the table bounded.
             await db.execute("DELETE FROM claims WHERE expires_at <= ?", (self._clock(),))
+            await db.execute(
+                "DELETE FROM conversation_notes WHERE expires_at <= ?", (self._clock(),)
+            )
         except BaseException:
             await db.close()
             raise
@@ -318,6 +321,46 @@ class SqliteStore:
         )
         async with self._conn.execute(sql, (key, now + ttl_seconds, now)) as cur:
             return cur.rowcount == 1
+
+    # -- conversation notes (issue 13's block) --------------------------------------------------
+
+    async def merge_note(
+        self,
+        bot_id: BotId,
+        conversation_id: ConversationId,
+        name: str,
+        fields: dict[str, Any],
+    ) -> dict[str, Any]:
+        now = self._clock()
+        # One statement merges (json_patch; a None value removes the field), so concurrent
+        # merges on the one connection cannot lose each other's fields.
+        sql = (
+            "INSERT INTO conversation_notes (bot_id, conversation_id, name, data_json, expires_at)"
+            " VALUES (?, ?, ?, json_patch('{}', ?), ?)"
+            " ON CONFLICT (bot_id, conversation_id, name) DO UPDATE SET"
+            " data_json = CASE WHEN conversation_notes.expires_at <= ? THEN excluded.data_json"
+            " ELSE json_patch(conversation_notes.data_json, ?) END,"
+            " expires_at = excluded.expires_at"
+        )
+        patch = _dumps(fields)
+        params = (bot_id, conversation_id, name, patch, now + NOTE_TTL_SECONDS, now, patch)
+        async with self._conn.execute(sql, params):
+            pass
+        return await self.get_note(bot_id, conversation_id, name) or {}
+
+    async def get_note(
+        self, bot_id: BotId, conversation_id: ConversationId, name: str
+    ) -> dict[str, Any] | None:
+        sql = (
+            "SELECT data_json FROM conversation_notes WHERE bot_id = ? AND conversation_id = ?"
+            " AND name = ? AND expires_at > ?"
+        )
+        async with self._conn.execute(sql, (bot_id, conversation_id, name, self._clock())) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        data = json.loads(row["data_json"])
+        return data if isinstance(data, dict) else {}
 
     # -- leases: in memory, see relay.store.leases ----------------------------------------------
 

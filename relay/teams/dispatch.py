@@ -11,6 +11,13 @@ with a short message response, and every other invoke with 200 ``{}``. Edits, de
 read receipts, typing and unknown types get a plain 200 and nothing else: the relay answers one
 message once, and an edit of an answered question would be a second turn nobody asked for.
 Nothing here waits for Neo; slower work runs as tasks that shutdown waits for.
+
+``/reset`` and ``/new`` are journaled in order like any command, but they must not wait behind a
+hung turn: as soon as one is journaled, the pipeline cancels this conversation's running turn (and
+those queued before the reset, ``TurnPipeline.abort``), so the reset runs next and confirms within
+seconds. When no turn of the conversation runs in this process but another replica may be running
+one, Neo's reset is also called at once, which cancels the in-flight Neo turn wherever it is tailed
+(neo-chat-api.md §a.4 [RESET]); the queued reset command repeats it (idempotent: 200 again).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from botbuilder.schema import Activity
 from relay.allowlist import HostAllowlist
 from relay.approvals import ApprovalClick, ApprovalHandler, DecisionNeo
 from relay.attachments import AttachmentStep, UploadNeo
-from relay.commands import INSTALL, CommandNeo, CommandRunner, apply_command
+from relay.commands import INSTALL, RESET, CommandNeo, CommandRunner, apply_command
 from relay.config import Settings
 from relay.domain import ActivityId, BotId, Turn, make_turn_id
 from relay.feedback import FeedbackEvent, FeedbackRecorder
@@ -40,6 +47,7 @@ from relay.teams.connector import BotConnector, TokenSource
 from relay.teams.files import TeamsFileFetcher
 from relay.teams.inbound import Ignored, conversation_ref, to_turn, user_of
 from relay.teams.messenger import TeamsMessenger
+from relay.turns import TurnPipeline
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +77,13 @@ class InboundDispatcher:
         submit: Callable[[Turn], bool],
         approvals: ApprovalHandler,
         feedback: FeedbackRecorder,
+        preempt: Callable[[Turn], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self._store = store
         self._submit = submit
         self._approvals = approvals
         self._feedback = feedback
+        self._preempt = preempt  # /reset: cancel what runs now (module docstring)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def dispatch(self, activity: Activity, bot_id: BotId) -> web.Response:
@@ -105,6 +115,8 @@ class InboundDispatcher:
 
     async def _journal(self, turn: Turn) -> None:
         if await self._store.add_turn(turn):
+            if turn.command == RESET and self._preempt is not None:
+                await self._preempt(turn)
             self._submit(turn)
         else:
             log.info("duplicate delivery of activity %s acknowledged", turn.activity_id)
@@ -231,9 +243,35 @@ class Features:
         self._store = store
         self._approvals = ApprovalHandler(store, neo, self.messenger)
         self._feedback = FeedbackRecorder(store)
+        self._pipeline: TurnPipeline | None = None
+        self._single_process = bool(getattr(store, "single_process", False))
+        self._background: set[asyncio.Task[None]] = set()
+
+    def use_pipeline(self, pipeline: TurnPipeline) -> None:
+        """Wire the parts that act on running turns: /reset and approval follow-ups."""
+        self._pipeline = pipeline
+        self._approvals.continuations = pipeline.followups
 
     def dispatcher(self, submit: Callable[[Turn], bool]) -> InboundDispatcher:
-        return InboundDispatcher(self._store, submit, self._approvals, self._feedback)
+        return InboundDispatcher(
+            self._store, submit, self._approvals, self._feedback, preempt=self._preempt
+        )
+
+    async def _preempt(self, turn: Turn) -> None:
+        """A /reset was journaled: stop what runs before it, here or (through Neo) elsewhere."""
+        pipeline = self._pipeline
+        if pipeline is None:
+            return
+        if pipeline.abort(turn.bot_id, turn.conversation_id, turn.created_at):
+            return
+        if not self._single_process:
+            task = asyncio.create_task(self.commands.interrupt(turn), name="relay-reset-now")
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def close(self) -> None:
+        if self._pipeline is not None:
+            await self._pipeline.followups.close()
+        for task in list(self._background):
+            task.cancel()
         await self.fetcher.close()

@@ -22,6 +22,7 @@ from relay.teams.connector import BotConnector
 from relay.teams.delivery import TYPING_REFRESH_SECONDS, TypingKeeper, send_pieces
 from relay.teams.edit_in_place import EditInPlaceSink
 from relay.teams.render import MESSAGE_LIMIT_BYTES, MessagePayload, final_message_payload
+from relay.teams.segment_store import segment_store
 from relay.teams.stream import StreamTiming, TeamsStream
 from relay.turns import ReplySink
 
@@ -69,14 +70,17 @@ class TeamsSinks:
         self._store = store
         self._options = options or SinkOptions()
 
-    def open(self, turn: Turn) -> ReplySink:
-        if turn.ref.conversation_type is ConversationType.PERSONAL:
-            return TeamsStream(turn, self._connector, self._store, self._options.stream)
-        if self._options.group_edit_in_place:
+    def open(self, turn: Turn, *, segment: int = 0, streamed: bool = True) -> ReplySink:
+        # A continuation after an approval card (segment > 0) is a new message or stream with a
+        # delivery record of its own (relay.teams.segment_store).
+        store = segment_store(self._store, segment)
+        if streamed and turn.ref.conversation_type is ConversationType.PERSONAL:
+            return TeamsStream(turn, self._connector, store, self._options.stream)
+        if streamed and self._options.group_edit_in_place:
             return EditInPlaceSink(
                 turn,
                 self._connector,
-                self._store,
+                store,
                 interval=self._options.edit_interval,
                 typing_refresh=self._options.typing_refresh,
                 message_limit_bytes=self._options.message_limit_bytes,
@@ -84,7 +88,7 @@ class TeamsSinks:
         return FinalMessageSink(
             turn,
             self._connector,
-            self._store,
+            store,
             typing_refresh=self._options.typing_refresh,
             message_limit_bytes=self._options.message_limit_bytes,
         )

@@ -686,3 +686,60 @@ def test_open_store_rejects_other_urls(url: str) -> None:
     with pytest.raises(ConfigError) as info:
         open_store(url)
     assert info.value.key == "RELAY_DATABASE_URL"
+
+
+# -- conversation notes (issue 13: approvals shown, how the last tail ended) ----------------------
+
+
+async def test_note_merges_fields_and_returns_the_whole_note(store: Store) -> None:
+    assert await store.get_note(BOT_A, CONV_1, "til:42") is None
+    first = await store.merge_note(BOT_A, CONV_1, "til:42", {"shown": True, "turn": "t1"})
+    assert first == {"shown": True, "turn": "t1"}
+    merged = await store.merge_note(BOT_A, CONV_1, "til:42", {"ended": True, "turn": "t2"})
+    assert merged == {"shown": True, "ended": True, "turn": "t2"}
+    assert await store.get_note(BOT_A, CONV_1, "til:42") == merged
+    # None removes a field; other notes, conversations and bots are untouched.
+    assert await store.merge_note(BOT_A, CONV_1, "til:42", {"ended": None}) == {
+        "shown": True,
+        "turn": "t2",
+    }
+    assert await store.get_note(BOT_A, CONV_2, "til:42") is None
+    assert await store.get_note(BOT_B, CONV_1, "til:42") is None
+    assert await store.get_note(BOT_A, CONV_1, "til:43") is None
+
+
+async def test_note_keeps_json_values(store: Store) -> None:
+    fields = {"n": 3, "s": "1714000000000-0", "l": [1, "x"], "d": {"k": False}}
+    assert await store.merge_note(BOT_A, CONV_1, "tail", fields) == fields
+
+
+async def test_concurrent_note_merges_lose_nothing(store: Store) -> None:
+    await asyncio.gather(
+        *(store.merge_note(BOT_A, CONV_1, "til:7", {f"f{i}": i}) for i in range(20))
+    )
+    note = await store.get_note(BOT_A, CONV_1, "til:7")
+    assert note == {f"f{i}": i for i in range(20)}
+
+
+async def test_note_merges_that_race_see_each_other(store: Store) -> None:
+    """Two parties that each merge then read: at least one sees both fields (no lost signal)."""
+    a, b = await asyncio.gather(
+        store.merge_note(BOT_A, CONV_1, "til:9", {"decided": "approve"}),
+        store.merge_note(BOT_A, CONV_1, "til:9", {"ended": True}),
+    )
+    assert ("ended" in a and "decided" in a) or ("ended" in b and "decided" in b)
+
+
+async def test_notes_survive_reopen(make_store: StoreFactory) -> None:
+    first = make_store()
+    await first.open()
+    try:
+        await first.merge_note(BOT_A, CONV_1, "til:1", {"shown": True})
+    finally:
+        await first.close()
+    second = make_store()
+    await second.open()
+    try:
+        assert await second.get_note(BOT_A, CONV_1, "til:1") == {"shown": True}
+    finally:
+        await second.close()

@@ -1,0 +1,155 @@
+"""The Neo client's HTTP plumbing: pools, timeouts, auth, the success envelope, error mapping.
+
+Split out of ``relay.neo.client`` (which keeps the typed API calls): :class:`NeoHttp` owns the two
+``httpx.AsyncClient`` pools (short calls, SSE tails) with explicit per-phase timeouts, adds the
+``Authorization`` header — the API key is a ``SecretStr`` unwrapped only here, never logged and
+scrubbed from every error message — unwraps Neo's ``{data, meta}`` envelope and hands failures to
+``relay.neo.http_errors`` (neo-chat-api.md §a.2-a.3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, NoReturn, Self
+
+import httpx
+from pydantic import SecretStr
+
+from relay.errors import UpstreamError
+from relay.neo.http_errors import bad_response, error_for, opt_str, transport_error
+
+log = logging.getLogger("relay.neo.client")
+
+USER_AGENT = "neo-teams-relay/0.1"
+# Every answer in progress holds one connection for its SSE tail, so the tail pool must be as large
+# as the turns one process runs at once: httpx's default (100) capped a relay at ~100 concurrent
+# answers and failed the rest with PoolTimeout. Tails get a pool of their own because httpcore
+# scans every pooled connection on every request (and, with more connections than its keep-alive
+# limit, closes each idle one after use): sharing one pool made each short call pay for all open
+# tails (bench/, README "Benchmarks").
+# Few idle connections kept, because every idle one costs a socket-readability probe (anyio
+# extra-attribute dict + poll) on each request of its pool: a tail lasts seconds, so a fresh
+# connection per tail is cheaper than keeping finished ones (py-spy: ~10 % of the event loop).
+TAIL_POOL_LIMITS = httpx.Limits(max_connections=5000, max_keepalive_connections=8)
+CALL_POOL_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=16)
+# Short calls wait for a slot *in front of* the pool: httpcore matches each queued request against
+# every connection whenever one is added or closed (O(queued x connections)), which a burst of
+# new turns made the largest cost of the event loop (py-spy: ~20 %); a semaphore queue is O(1).
+CALL_CONCURRENCY = 64
+
+
+class NeoHttp:
+    """Pools, auth and envelope handling shared by every Neo call (base of ``NeoClient``)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: SecretStr,
+        *,
+        connect_timeout: float = 10,
+        request_timeout: float = 30,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._api_key = api_key
+        # Observer of every failed request, (status or None for transport, error code): metrics.
+        self.on_error: Callable[[int | None, str | None], None] | None = None
+        self._connect_timeout = connect_timeout
+        self._request_timeout = request_timeout
+        self._call_slots = asyncio.Semaphore(CALL_CONCURRENCY)
+        self._http, self._tail_http = (
+            httpx.AsyncClient(
+                base_url=base_url.rstrip("/"),
+                timeout=httpx.Timeout(
+                    connect=connect_timeout,
+                    read=request_timeout,
+                    write=request_timeout,
+                    pool=connect_timeout,
+                ),
+                headers={"User-Agent": USER_AGENT},
+                limits=limits,
+                transport=transport,
+                follow_redirects=False,
+            )
+            for limits in (CALL_POOL_LIMITS, TAIL_POOL_LIMITS)
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+        await self._tail_http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _bearer(self) -> str:
+        return f"Bearer {self._api_key.get_secret_value()}"
+
+    async def _call(
+        self, method: str, path: str, *, json: Any, idempotent: bool
+    ) -> tuple[dict[str, Any], str | None]:
+        what = f"{method} {path}"
+        response = await self._send(method, path, json=json, what=what, idempotent=idempotent)
+        return self._unwrap(response, what, idempotent=idempotent)
+
+    async def _send(
+        self, method: str, path: str, *, json: Any, what: str, idempotent: bool
+    ) -> httpx.Response:
+        try:
+            # The slot wait counts as the pool wait: same limit, same PoolTimeout as before.
+            async with asyncio.timeout(self._connect_timeout):
+                await self._call_slots.acquire()
+        except TimeoutError:
+            exc = httpx.PoolTimeout("no free Neo call slot")
+            raise self._transport_error(exc, what, idempotent=idempotent) from None
+        try:
+            return await self._http.request(
+                method, path, json=json, headers={"Authorization": self._bearer()}
+            )
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, what, idempotent=idempotent) from exc
+        finally:
+            self._call_slots.release()
+
+    def _unwrap(
+        self, response: httpx.Response, what: str, *, idempotent: bool
+    ) -> tuple[dict[str, Any], str | None]:
+        """The ``data`` object and ``meta.request_id`` of a success envelope, or raise."""
+        if not response.is_success:
+            self._raise_for(response, what, idempotent=idempotent)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            bad_response(what, "body is not a JSON object", None, idempotent=idempotent)
+        meta = body.get("meta")
+        request_id = opt_str(meta.get("request_id")) if isinstance(meta, dict) else None
+        data = body.get("data")
+        log.debug("neo %s -> %s (request %s)", what, response.status_code, request_id)
+        return (data if isinstance(data, dict) else {}), request_id
+
+    def _raise_for(self, response: httpx.Response, what: str, *, idempotent: bool) -> NoReturn:
+        raise error_for(
+            response, what, idempotent=idempotent, scrub=self._scrub, on_error=self.on_error
+        )
+
+    def _transport_error(
+        self, exc: httpx.HTTPError, what: str, *, idempotent: bool
+    ) -> UpstreamError:
+        return transport_error(exc, what, idempotent=idempotent, on_error=self.on_error)
+
+    def _scrub(self, text: str) -> str:
+        secret = self._api_key.get_secret_value()
+        return text.replace(secret, "***") if secret else text
