@@ -92,8 +92,13 @@ class CardUpdater(Protocol):
     """Replaces an approval card in place (``relay.teams.messenger.TeamsMessenger``)."""
 
     async def show_decision(
-        self, ref: ConversationRef, card_activity_id: str | None, view: DecisionView
-    ) -> None: ...
+        self,
+        ref: ConversationRef,
+        card_activity_id: str | None,
+        view: DecisionView,
+        answer: str | None = None,
+    ) -> None:
+        """``answer``: the Markdown the card's message also carried, kept above the outcome."""
 
     async def say(self, ref: ConversationRef, text: str) -> str | None: ...
 
@@ -148,7 +153,13 @@ class ApprovalHandler:
             click.user.aad_object_id,
         )
         try:
-            await self._cards.show_decision(click.ref, click.card_activity_id, view)
+            answer = note.get("answer")
+            await self._cards.show_decision(
+                click.ref,
+                click.card_activity_id,
+                view,
+                answer if isinstance(answer, str) else None,
+            )
         except UpstreamError as exc:
             log.warning("could not update the approval card: %s", exc)
         if view.outcome in (Outcome.APPROVED, Outcome.REJECTED) and self.continuations:

@@ -114,6 +114,9 @@ class Segments:
                     "turn_id": turn.turn_id,
                     "session_id": turn.session_id,
                     "segment": self.number,
+                    # The answer text the card shares its message with: the decision replaces
+                    # that message in place and must keep the text (relay.teams.messenger).
+                    "answer": self.view(reply).text,
                 },
             )
         self.shown_tils += til_ids

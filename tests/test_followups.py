@@ -125,7 +125,6 @@ async def test_a_turn_that_ended_pending_gets_its_continuation_as_a_new_message(
     await h.wait_idle()
     [turn] = await h.components.store.conversation_turns(BotId(BOT_A.app_id), ConversationId(conv))
     assert turn.state is TurnState.DELIVERED  # the turn ended with the request pending
-    messages_before = len(h.teams.messages(conv))
     [card] = _cards(h, conv)
     click = _click(h, conv, card.get("_id"), "42", "click-e")
     click["conversation"].update(conversationType="groupChat", isGroup=True)
@@ -135,9 +134,13 @@ async def test_a_turn_that_ended_pending_gets_its_continuation_as_a_new_message(
         timeout=10,
         what="the continuation as a new message",
     )
-    new = h.teams.messages(conv)[messages_before:]
-    assert [m for m in new if AFTER in (m.get("text") or "")]
-    assert all(BEFORE not in (m.get("text") or "") for m in new)
+    await h.wait_idle()
+    texts = h.teams.visible_text(conv)  # what the user sees, the card's update applied in place
+    answer = next(i for i, t in enumerate(texts) if BEFORE in t)
+    after = next(i for i, t in enumerate(texts) if AFTER in t)
+    assert answer < after  # a new message, below the answer (whose text the decision kept)
+    assert BEFORE not in texts[after]
+    assert sum(AFTER in t for t in texts) == 1
     assert _decisions(h)[0].json["acting_end_user"] == TECH_AAD
     assert len(h.neo.posted_messages) == 1  # the click posted no turn
     assert h.teams.violations == []

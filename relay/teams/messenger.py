@@ -19,6 +19,8 @@ from relay.retry import TEAMS, retry_call
 from relay.teams.activities import message_activity
 from relay.teams.cards import decision_card
 from relay.teams.connector import BotConnector
+from relay.teams.markdown import close_open_fence, to_teams_markdown
+from relay.teams.render import split_for_teams
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +43,14 @@ class TeamsMessenger:
         return result.activity_id
 
     async def show_decision(
-        self, ref: ConversationRef, card_activity_id: str | None, view: DecisionView
+        self,
+        ref: ConversationRef,
+        card_activity_id: str | None,
+        view: DecisionView,
+        answer: str | None = None,
     ) -> None:
         card = decision_card(view)
-        activity = message_activity(ref, "", attachments=[card])
+        activity = message_activity(ref, _kept_text(answer), attachments=[card])
         if card_activity_id is None:
             # No id to update (should not happen for a card click): post the outcome instead.
             await retry_call(lambda: self._connector.send(ref, activity), TEAMS, what="teams send")
@@ -55,3 +61,18 @@ class TeamsMessenger:
             idempotent=True,
             what="teams update card",
         )
+
+
+def _kept_text(answer: str | None) -> str:
+    """The answer text of the message that carried the card (its last piece, as rendered).
+
+    One bubble per answer puts the approval card on the answer's last message
+    (``relay.teams.render.final_message_payload``), and an update replaces a whole message, so the
+    outcome card must carry that text again or the answer vanishes on a click. Tables, citations
+    and the AI label of the original are not rebuilt: the text is what the reader needs.
+    """
+    if not answer or not answer.strip():
+        return ""
+    text = close_open_fence(to_teams_markdown(answer).text)
+    pieces = split_for_teams(text)
+    return pieces[-1] if pieces else text.strip()
