@@ -9,16 +9,14 @@ re-deliveries) — and hands the turn to the background worker; nothing on this 
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 
 from relay.allowlist import HostAllowlist
 from relay.config import Settings
-from relay.errors import AuthError, InboundError
+from relay.errors import AuthError, ConfigError, InboundError
 from relay.neo.adapter import NeoAdapter
 from relay.ops.logs import bot_secret_values, register_secrets
 from relay.ops.metrics import RelayMetrics
@@ -29,6 +27,7 @@ from relay.store.base import Store
 from relay.teams.auth import InboundAuthenticator, MultiBotCredentialsFactory, TokenProvider
 from relay.teams.connector import BotConnector
 from relay.teams.dispatch import Features, InboundDispatcher
+from relay.teams.guard import check_activity, load_body
 from relay.teams.inbound import bot_id_of, parse_activity
 from relay.teams.presenter import SinkOptions, TeamsSinks
 from relay.turns import TurnPipeline
@@ -61,6 +60,9 @@ FEATURES: web.AppKey[Features] = web.AppKey("features", Features)
 DISPATCHER: web.AppKey[InboundDispatcher] = web.AppKey("dispatcher", InboundDispatcher)
 # Conversation leases: one replica at a time per conversation (relay/replicas.py).
 LEASES: web.AppKey[ConversationLeases] = web.AppKey("leases", ConversationLeases)
+# The private metrics listener (RELAY_METRICS_HOST/PORT) and the URL it answers on.
+METRICS_RUNNER: web.AppKey[web.AppRunner] = web.AppKey("metrics_runner", web.AppRunner)
+METRICS_URL: web.AppKey[str] = web.AppKey("metrics_url", str)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -70,12 +72,14 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body_bytes, middlewares=[metrics.middleware()]
     )
     app[METRICS] = metrics
-    app.router.add_get("/metrics", metrics.handle)
+    # No /metrics here: it lists every registered bot id (an MSP's customer list) with its
+    # volumes, so it is served only on the private listener `_start_metrics` opens.
     app.router.add_post("/api/messages", handle_messages)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
     app.on_startup.append(_startup)
     app.on_shutdown.append(_shutdown)
+    app.on_cleanup.append(_stop_metrics)
     app[SETTINGS] = settings
     app[REGISTRY] = BotRegistry(settings.bots)
     return app
@@ -130,7 +134,33 @@ async def _startup(app: web.Application) -> None:
         resumed += worker.submit(turn)
     # Picks up conversations whose replica died; with one process, turns a run left unfinished.
     leases.start_sweeper(worker.submit)
+    await _start_metrics(app)
     log.info("relay ready: %d bot(s), %d unfinished turn(s) resumed", len(settings.bots), resumed)
+
+
+async def _start_metrics(app: web.Application) -> None:
+    """``GET /metrics`` on its own listener, for Prometheus only (default 127.0.0.1:9464)."""
+    settings = app[SETTINGS]
+    metrics_app = web.Application()
+    metrics_app.router.add_get("/metrics", app[METRICS].handle)
+    runner = web.AppRunner(metrics_app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.metrics_host, settings.metrics_port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        where = f"{settings.metrics_host}:{settings.metrics_port}"
+        reason = f"cannot listen on {where}: {exc.strerror}"
+        raise ConfigError("RELAY_METRICS_PORT", reason) from None
+    app[METRICS_RUNNER] = runner
+    host, port = runner.addresses[0][:2]
+    app[METRICS_URL] = f"http://{host}:{port}/metrics"
+    log.info("metrics on %s", app[METRICS_URL])
+
+
+async def _stop_metrics(app: web.Application) -> None:
+    if (runner := app.get(METRICS_RUNNER)) is not None:
+        await runner.cleanup()
 
 
 async def _shutdown(app: web.Application) -> None:
@@ -183,12 +213,10 @@ async def handle_messages(request: web.Request) -> web.Response:
     if len(raw) > c.settings.max_body_bytes:
         return _reject(413, "body too large")
     try:
-        body: Any = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return _reject(400, "body is not valid JSON")
-    if not isinstance(body, dict):
-        return _reject(400, "body must be a JSON object")
-    try:
+        # Bounded depth, repaired text, sane ids and a serviceUrl — before anything trusts the
+        # body (relay.teams.guard): a 5xx from this endpoint is a bug, whatever the input.
+        body = load_body(raw)
+        check_activity(body)
         activity = parse_activity(body)
         auth = await c.authenticator.authenticate(request.headers.get("Authorization"), activity)
     except AuthError as exc:
@@ -200,7 +228,12 @@ async def handle_messages(request: web.Request) -> web.Response:
     request.app[METRICS].activity(activity.type, bot_id)
     if bot_id is None:
         return _reject(400, "activity has no recipient")
-    if activity.service_url and not c.allowlist.allows(activity.service_url):
+    if str(activity.channel_id or "").lower() not in c.settings.channels:
+        # A Teams relay: Web Chat / Direct Line traffic for a registered bot carries no tenant
+        # and must never reach Neo (RELAY_CHANNELS).
+        log.info("refused %s activity for bot %s: channel not served", activity.channel_id, bot_id)
+        return _reject(403, "channel is not served by this relay")
+    if activity.service_url is not None and not c.allowlist.allows(activity.service_url):
         log.warning("refused activity for bot %s: serviceUrl host not allowed", bot_id)
         return _reject(403, "serviceUrl is not allowed")
     return await request.app[DISPATCHER].dispatch(activity, bot_id)
