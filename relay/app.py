@@ -24,6 +24,7 @@ from relay.registry import BotRegistry, RegistryReloader
 from relay.replicas import ConversationLeases
 from relay.store import open_store
 from relay.store.base import Store
+from relay.store.lifecycle import RetentionSweeper
 from relay.teams.auth import InboundAuthenticator, MultiBotCredentialsFactory, TokenProvider
 from relay.teams.connector import BotConnector
 from relay.teams.dispatch import Features, InboundDispatcher
@@ -63,6 +64,8 @@ LEASES: web.AppKey[ConversationLeases] = web.AppKey("leases", ConversationLeases
 # The private metrics listener (RELAY_METRICS_HOST/PORT) and the URL it answers on.
 METRICS_RUNNER: web.AppKey[web.AppRunner] = web.AppKey("metrics_runner", web.AppRunner)
 METRICS_URL: web.AppKey[str] = web.AppKey("metrics_url", str)
+# Deletes what is older than RELAY_RETENTION (relay/store/lifecycle.py).
+SWEEPER: web.AppKey[RetentionSweeper] = web.AppKey("retention_sweeper", RetentionSweeper)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -88,8 +91,11 @@ def create_app(settings: Settings) -> web.Application:
 async def _startup(app: web.Application) -> None:
     settings, metrics = app[SETTINGS], app[METRICS]
     metrics.attach_retries()
-    store = metrics.timed_store(open_store(settings.database_url))
+    metrics.attach_feedback()
+    store = metrics.timed_store(open_store(settings.database_url, retention=settings.retention))
     await store.open()
+    sweeper = app[SWEEPER] = RetentionSweeper(store, settings.retention)
+    sweeper.start()
     verify: str | bool = str(settings.login_ca_file) if settings.login_ca_file else True
     registry = app[REGISTRY]
     metrics.known_bots = registry  # bot labels follow reloads; new bots' secrets are redacted
@@ -165,6 +171,9 @@ async def _stop_metrics(app: web.Application) -> None:
 
 async def _shutdown(app: web.Application) -> None:
     app[METRICS].detach_retries()
+    app[METRICS].detach_feedback()
+    if (sweeper := app.get(SWEEPER)) is not None:
+        await sweeper.stop()
     c = app.get(COMPONENTS)
     if c is None:
         return

@@ -39,8 +39,16 @@ from relay.domain import (
     User,
 )
 from relay.errors import ConfigError, LeaseLost
+from relay.store import redis_lifecycle as lifecycle
 from relay.store import redis_scripts as lua
 from relay.store.base import Fence, current_fence
+from relay.store.lifecycle import (
+    DEFAULT_RETENTION,
+    Erased,
+    delivered_ids,
+    final_delivery,
+    scrub_finished,
+)
 
 DEFAULT_PREFIX = "relay:"
 _KEY = "RELAY_DATABASE_URL"
@@ -68,18 +76,25 @@ class RedisStore:
     """The ``Store`` protocol on Redis; every key starts with ``prefix``."""
 
     def __init__(
-        self, url: str, *, prefix: str = DEFAULT_PREFIX, clock: Callable[[], float] = time.time
+        self,
+        url: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        clock: Callable[[], float] = time.time,
+        retention: float = DEFAULT_RETENTION,
     ) -> None:
         self._url = url
         self.prefix = prefix
+        self.retention = retention  # the TTL of finished turns, idle sessions and claims
+        self._ttl_ms = _ms(retention)
         self._clock = clock  # wall clock: turn and session timestamps outlive the process
         self._client: aioredis.Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
 
     @classmethod
-    def from_url(cls, url: str) -> RedisStore:
+    def from_url(cls, url: str, *, retention: float = DEFAULT_RETENTION) -> RedisStore:
         client_url, prefix = parse_redis_url(url)
-        return cls(client_url, prefix=prefix)
+        return cls(client_url, prefix=prefix, retention=retention)
 
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self.prefix!r})"  # never the URL: it may hold a password
@@ -194,8 +209,9 @@ class RedisStore:
     async def save_turn(self, turn: Turn, *, fence: Fence | None = None) -> None:
         now = self._clock()
         lease, token = self._fence_args(fence)
-        _, open_ = self._conv_keys(turn.bot_id, turn.conversation_id)
-        keys = [lease, self._k("turn", turn.turn_id), open_, self._k("unfinished")]
+        conv, open_ = self._conv_keys(turn.bot_id, turn.conversation_id)
+        session = self._k("session", turn.bot_id, turn.conversation_id)
+        keys = [lease, self._k("turn", turn.turn_id), open_, self._k("unfinished"), conv, session]
         args = [
             token,
             turn.turn_id,
@@ -204,6 +220,18 @@ class RedisStore:
             "1" if turn.state.is_final else "0",
             repr(now),
         ]
+        if turn.state.is_final:
+            # Recovery is over: keep only what feedback needs, and let it all expire (lifecycle).
+            scrub_finished(turn)
+            delivery = await self.get_delivery(turn.turn_id)
+            ids = sorted(delivered_ids(delivery))
+            keys += [self._msg_key(turn.bot_id, turn.conversation_id, i) for i in ids]
+            args += [
+                str(self._ttl_ms),
+                _dumps(_fixed(turn)),
+                _dumps(final_delivery(delivery)),
+                self._k("turn", ""),
+            ]
         if self._checked(await self._run("SAVE_TURN", keys, args), fence) == 0:
             raise KeyError(turn.turn_id)
         turn.updated_at = now
@@ -240,7 +268,8 @@ class RedisStore:
     ) -> None:
         lease, token = self._fence_args(fence)
         keys = [lease, self._k("turn", turn_id)]
-        if self._checked(await self._run("SAVE_DELIVERY", keys, [token, _dumps(data)]), fence) == 0:
+        args = [token, _dumps(data), _dumps(final_delivery(data)), _FINAL_STATES]
+        if self._checked(await self._run("SAVE_DELIVERY", keys, args), fence) == 0:
             raise KeyError(turn_id)
 
     async def get_delivery(self, turn_id: TurnId) -> dict[str, Any]:
@@ -277,6 +306,7 @@ class RedisStore:
             "1" if rec.show_progress else "0",
             repr(rec.created_at or now),
             repr(now),
+            str(self._ttl_ms),
         ]
         self._checked(await self._run("PUT_SESSION", keys, args), fence)
         rec.updated_at = now
@@ -298,13 +328,14 @@ class RedisStore:
     ) -> None:
         lease, token = self._fence_args(fence)
         keys = [lease, self._k("session", bot_id, conversation_id)]
-        args = [token, last_event_id, repr(self._clock())]
+        args = [token, last_event_id, repr(self._clock()), str(self._ttl_ms)]
         self._checked(await self._run("SET_SESSION_CURSOR", keys, args), fence)
 
     # -- one-shot claims and leases ------------------------------------------------------------
 
     async def claim_once(self, key: str, ttl_seconds: float) -> bool:
-        ok = await self._redis.set(self._k("claim", key), "1", nx=True, px=_ms(ttl_seconds))
+        ttl = _ms(min(ttl_seconds, self.retention))  # no claim outlives the retention period
+        ok = await self._redis.set(self._k("claim", key), "1", nx=True, px=ttl)
         return bool(ok)
 
     async def acquire_lease(self, key: str, owner: str, ttl_seconds: float) -> int | None:
@@ -319,8 +350,33 @@ class RedisStore:
     async def release_lease(self, key: str, owner: str, token: int) -> None:
         await self._run("RELEASE_LEASE", [self._k("lease", key)], [owner, str(token)])
 
+    # -- retention and erasure: relay.store.lifecycle, relay.store.redis_lifecycle --------------
+
+    def _msg_key(self, bot_id: str, conversation_id: str, activity_id: str) -> str:
+        return self._k("msg", bot_id, lifecycle.conversation_digest(conversation_id), activity_id)
+
+    async def find_delivered_turn(
+        self, bot_id: BotId, conversation_id: ConversationId, activity_id: str
+    ) -> Turn | None:
+        turn_id = await self._redis.get(self._msg_key(bot_id, conversation_id, activity_id))
+        return await self.get_turn(TurnId(str(turn_id))) if turn_id else None
+
+    async def prune(self, *, batch: int = 500) -> Erased:
+        return Erased()  # every key the relay writes expires by itself (TTLs set above)
+
+    async def forget_conversation(
+        self, conversation_id: ConversationId, bot_id: BotId | None = None
+    ) -> Erased:
+        r, prefix = self._redis, self.prefix
+        return await lifecycle.forget_conversation(r, prefix, conversation_id, bot_id)
+
+    async def forget_user(self, aad_object_id: str) -> Erased:
+        return await lifecycle.forget_user(self._redis, self.prefix, aad_object_id)
+
 
 # -- Turn <-> hash -------------------------------------------------------------------------------
+
+_FINAL_STATES = "," + ",".join(s.value for s in TurnState if s.is_final) + ","
 
 
 def _ms(seconds: float) -> int:

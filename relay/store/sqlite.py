@@ -34,16 +34,25 @@ from relay.domain import (
     TurnState,
     User,
 )
+from relay.store import sqlite_lifecycle as lifecycle
 from relay.store.base import Fence
 from relay.store.leases import LocalLeases
+from relay.store.lifecycle import (
+    DEFAULT_RETENTION,
+    Erased,
+    delivered_ids,
+    final_delivery,
+    scrub_finished,
+)
 from relay.store.migrations import MIGRATIONS, split_statements
 
 MEMORY = ":memory:"
 
 _T = TypeVar("_T")
 
-# Compared with `state IN (...)` rather than `NOT IN (final)`, so the turns_by_state index is used.
+# Compared with `state IN (...)`, not `NOT IN (final)`, so the turns_by_state_age index is used.
 _UNFINISHED = tuple(s.value for s in TurnState if not s.is_final)
+_FINAL = tuple(s.value for s in TurnState if s.is_final)
 
 _TURN_COLUMNS = (
     "turn_id, bot_id, conversation_id, activity_id, ref_json, user_json, text, model_tier,"
@@ -66,6 +75,10 @@ _INSERT_TURN = (
 _SELECT_UNFINISHED = (
     f"{_SELECT_TURNS} WHERE state IN ({', '.join('?' * len(_UNFINISHED))}) ORDER BY seq LIMIT ?"
 )
+_SAVE_DELIVERY = (
+    "UPDATE turns SET delivery_json = CASE WHEN state IN"  # noqa: S608
+    f" ({', '.join('?' * len(_FINAL))}) THEN ? ELSE ? END WHERE turn_id = ?"
+)
 
 if [v for v, _ in MIGRATIONS] != sorted({v for v, _ in MIGRATIONS}):
     raise RuntimeError("relay.store.migrations.MIGRATIONS must have strictly increasing versions")
@@ -84,8 +97,10 @@ class SqliteStore:
         *,
         busy_timeout_ms: int = 5000,
         clock: Callable[[], float] = time.time,
+        retention: float = DEFAULT_RETENTION,
     ) -> None:
         self.path = str(path)
+        self.retention = retention  # seconds finished turns and idle sessions are kept
         self._busy_timeout_ms = busy_timeout_ms
         # Wall clock, not monotonic: timestamps and claim expiries outlive the process.
         self._clock = clock
@@ -109,6 +124,8 @@ class SqliteStore:
         db = await aiosqlite.connect(self.path, isolation_level=None)
         try:
             db.row_factory = sqlite3.Row
+            # Before the schema exists: auto_vacuum can only be chosen then (or with a VACUUM).
+            await lifecycle.prepare(db)
             # WAL + synchronous=NORMAL: a commit is in the WAL (the OS page cache) before execute()
             # returns, so it survives the process being killed (kill -9, OOM, crash) — the case
             # invariant 5 is about. It does not fsync per commit, so a power loss (or a kernel
@@ -166,6 +183,8 @@ class SqliteStore:
     async def save_turn(self, turn: Turn, *, fence: Fence | None = None) -> None:
         self._leases.check(fence)
         now = self._clock()
+        if turn.state.is_final:
+            await self._finish_turn(turn)
         sql = (
             "UPDATE turns SET state = ?, session_id = ?, since_cursor = ?, chat_turn_id = ?,"
             " last_event_id = ?, attempts = ?, error = ?, updated_at = ? WHERE turn_id = ?"
@@ -217,9 +236,9 @@ class SqliteStore:
         self._leases.check(fence)
         # updated_at is left alone: it belongs to the Turn fields, and bumping it here would make
         # the caller's Turn object stale (unequal to get_turn) after every streamed update.
-        sql = "UPDATE turns SET delivery_json = ? WHERE turn_id = ?"
-        params = (_dumps(data), turn_id)
-        async with self._conn.execute(sql, params) as cur:
+        # A finished turn keeps only its activity ids, even if a sink writes after the end.
+        params = (*_FINAL, _dumps(final_delivery(data)), _dumps(data), turn_id)
+        async with self._conn.execute(_SAVE_DELIVERY, params) as cur:
             if cur.rowcount != 1:
                 raise KeyError(turn_id)
 
@@ -312,12 +331,53 @@ class SqliteStore:
         # One statement: insert, or take over an expired claim; a live claim makes the DO UPDATE's
         # WHERE false, so no row changes and rowcount is 0.
         sql = (
-            "INSERT INTO claims (key, expires_at) VALUES (?, ?)"
-            " ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at"
-            " WHERE claims.expires_at <= ?"
+            "INSERT INTO claims (key, expires_at, created_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at,"
+            " created_at = excluded.created_at WHERE claims.expires_at <= ?"
         )
-        async with self._conn.execute(sql, (key, now + ttl_seconds, now)) as cur:
+        async with self._conn.execute(sql, (key, now + ttl_seconds, now, now)) as cur:
             return cur.rowcount == 1
+
+    # -- retention and erasure: relay.store.lifecycle, relay.store.sqlite_lifecycle -------------
+
+    async def _finish_turn(self, turn: Turn) -> None:
+        """A turn turning final: clear its text and answer, index the Teams messages it sent."""
+        scrub_finished(turn)
+        async with self._conn.execute(
+            "SELECT delivery_json FROM turns WHERE turn_id = ?", (turn.turn_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return  # save_turn raises KeyError below
+        delivery = json.loads(row["delivery_json"] or "{}")
+        delivery = delivery if isinstance(delivery, dict) else {}
+        await lifecycle.index_delivered(
+            self._conn, turn.turn_id, turn.bot_id, turn.conversation_id, delivered_ids(delivery)
+        )
+        sql = "UPDATE turns SET text = '', files_json = '[]', delivery_json = ? WHERE turn_id = ?"
+        async with self._conn.execute(sql, (_dumps(final_delivery(delivery)), turn.turn_id)):
+            pass
+
+    async def find_delivered_turn(
+        self, bot_id: BotId, conversation_id: ConversationId, activity_id: str
+    ) -> Turn | None:
+        turn_id = await lifecycle.delivered_turn_id(
+            self._conn, bot_id, conversation_id, activity_id
+        )
+        return await self.get_turn(TurnId(turn_id)) if turn_id is not None else None
+
+    async def prune(self, *, batch: int = 500) -> Erased:
+        return await lifecycle.prune(
+            self._conn, now=self._clock(), retention=self.retention, batch=batch
+        )
+
+    async def forget_conversation(
+        self, conversation_id: ConversationId, bot_id: BotId | None = None
+    ) -> Erased:
+        return await lifecycle.forget_conversation(self._conn, conversation_id, bot_id)
+
+    async def forget_user(self, aad_object_id: str) -> Erased:
+        return await lifecycle.forget_user(self._conn, aad_object_id)
 
     # -- leases: in memory, see relay.store.leases ----------------------------------------------
 

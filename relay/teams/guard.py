@@ -73,7 +73,8 @@ def load_body(raw: bytes, *, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InboundError("body must be a JSON object")
     if _SURROGATE_ESCAPE.search(raw):
-        body = repair_text(body)
+        repaired: dict[str, Any] = repair_text(body)
+        return repaired
     return body
 
 
