@@ -278,6 +278,8 @@ async def make_harness(
             "RELAY_LOGIN_CA_FILE": issuer.ca_file,
         }
     )
+    if "database_url" in settings_overrides:  # the env key would win over the field name
+        env["RELAY_DATABASE_URL"] = settings_overrides.pop("database_url")
     settings_overrides.setdefault("stream_interval", STREAM_INTERVAL)
     settings_overrides.setdefault("metrics_port", 0)  # a free port: relays run side by side
     # The registry's secrets live in `env`, not os.environ, so the reloader (which reads
