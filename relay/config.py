@@ -47,14 +47,16 @@ BOT_FRAMEWORK_SCOPE = "https://api.botframework.com"
 # Hosts Teams / Bot Framework use for serviceUrl (public cloud, GCC, GCC High, DoD). A serviceUrl
 # outside these is refused before anything is sent to it, so a forged activity cannot make the
 # relay hand its bot token to someone else (reference: peers-and-pitfalls.md §1 "Inbound auth").
+# The connector calls carry the bot token, so these are exact names, as for inline images
+# (relay.allowlist.BOT_FRAMEWORK_TOKEN_HOSTS): never a wildcard under trafficmanager.net.
 DEFAULT_SERVICE_URL_ALLOWLIST = (
     "smba.trafficmanager.net",
-    "*.trafficmanager.net",
     "*.botframework.com",
-    "*.teams.microsoft.com",
+    "smba.infra.gcc.teams.microsoft.com",
+    "smba.infra.gov.teams.microsoft.us",
+    "smba.infra.dod.teams.microsoft.us",
     "*.botframework.us",
     "*.botframework.azure.us",
-    "*.teams.microsoft.us",
 )
 
 # Hosts a paperclip file's pre-authenticated downloadUrl may point at: the user's OneDrive /
