@@ -176,6 +176,9 @@ class Store(Protocol):
 
     # -- retention and erasure (relay.store.lifecycle: issue 16's block) ----------------------
 
+    async def release_claim(self, key: str) -> None:
+        """Give a ``claim_once`` claim back at once (the claimed work failed); no error if none."""
+
     async def find_delivered_turn(
         self, bot_id: BotId, conversation_id: ConversationId, activity_id: str
     ) -> Turn | None:

@@ -355,6 +355,9 @@ class RedisStore:
     def _msg_key(self, bot_id: str, conversation_id: str, activity_id: str) -> str:
         return self._k("msg", bot_id, lifecycle.conversation_digest(conversation_id), activity_id)
 
+    async def release_claim(self, key: str) -> None:
+        await self._redis.delete(self._k("claim", key))
+
     async def find_delivered_turn(
         self, bot_id: BotId, conversation_id: ConversationId, activity_id: str
     ) -> Turn | None:

@@ -358,6 +358,10 @@ class SqliteStore:
         async with self._conn.execute(sql, (_dumps(final_delivery(delivery)), turn.turn_id)):
             pass
 
+    async def release_claim(self, key: str) -> None:
+        async with self._conn.execute("DELETE FROM claims WHERE key = ?", (key,)):
+            pass
+
     async def find_delivered_turn(
         self, bot_id: BotId, conversation_id: ConversationId, activity_id: str
     ) -> Turn | None:
