@@ -56,6 +56,10 @@ def run(args: argparse.Namespace) -> int:
     if args.bot:
         subject += f" of bot {args.bot}"
     print(f"relay forget {subject}: deleted {erased.describe()}")
+    if erased.neo_sessions:
+        # The relay cannot delete what Neo keeps: name the sessions for the MSP to erase there.
+        sessions = ", ".join(sorted(erased.neo_sessions))
+        print(f"Neo sessions that held this data (erase them in Neo too): {sessions}")
     return 0
 
 

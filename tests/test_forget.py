@@ -12,7 +12,7 @@ import pytest
 from relay.store import RedisStore, SqliteStore, Store
 from tests.fakes.harness import NEO_KEY
 from tests.fakes.redis_server import RedisServer
-from tests.store.test_lifecycle import ALICE, BOT, GROUP, _populate
+from tests.store.test_lifecycle import ALICE, ALICE_DM, BOT, GROUP, _populate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,6 +55,7 @@ async def test_relay_forget_user_erases_them_and_leaves_others_intact(
     assert "4 turns" in out
     assert "2 sessions" in out
     assert "1 claims" in out
+    assert f"erase them in Neo too): sess-{ALICE_DM}, sess-group" in out
 
     await store.open()
     try:

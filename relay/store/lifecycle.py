@@ -72,7 +72,19 @@ def claim_mentions(key: str, bot_id: str | None, conversation_id: str) -> bool:
 
 
 class Erased(Counter[str]):
-    """What a prune or an erasure deleted, by kind (``turns``, ``sessions``, ``claims``, ...)."""
+    """What a prune or an erasure deleted, by kind (``turns``, ``sessions``, ``claims``, ...).
+
+    ``neo_sessions`` names the Neo sessions the erased turns and mappings belonged to: the relay
+    cannot delete what Neo keeps, so ``relay forget`` prints them for the MSP to erase there.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.neo_sessions: set[str] = set()
+
+    def merge(self, other: Erased) -> None:
+        self.update(other)
+        self.neo_sessions |= other.neo_sessions
 
     def describe(self) -> str:
         parts = [f"{n} {kind}" for kind, n in sorted(self.items()) if n]

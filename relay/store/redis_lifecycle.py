@@ -87,6 +87,10 @@ async def forget_conversation(
         if family.name in ("conv", "open"):  # the journal's indexes name the turns
             for key in keys:
                 turn_ids.update(str(m) for m in await r.zrange(key, 0, -1))
+        if family.name == "session":
+            for key in keys:
+                if session_id := await r.hget(key, "session_id"):
+                    erased.neo_sessions.add(str(session_id))
         if keys:
             deleted = int(await r.delete(*keys))
             if family.label:
@@ -99,9 +103,20 @@ async def forget_conversation(
     if claims:
         erased["claims"] += int(await r.delete(*claims))
     if turn_ids:
+        erased.neo_sessions |= await _turn_sessions(r, [f"{prefix}turn:{t}" for t in turn_ids])
         await r.zrem(f"{prefix}unfinished", *turn_ids)
         erased["turns"] += int(await r.delete(*(f"{prefix}turn:{t}" for t in turn_ids)))
     return erased
+
+
+async def _turn_sessions(r: aioredis.Redis, keys: list[str]) -> set[str]:
+    """The Neo sessions the turns at ``keys`` were posted to."""
+    async with r.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hget(key, "mut")
+        values = cast(list[str | None], await pipe.execute())
+    sessions = {json.loads(v).get("session_id") for v in values if v}
+    return {str(s) for s in sessions if s}
 
 
 async def _turn_rows(r: aioredis.Redis, prefix: str) -> list[tuple[str, dict[str, Any]]]:
@@ -133,7 +148,9 @@ async def forget_user(r: aioredis.Redis, prefix: str, aad_object_id: str) -> Era
         else:
             shared.append((key, ref))
     for bot_id, conversation_id in sorted(personal):
-        erased += await forget_conversation(r, prefix, conversation_id, bot_id)
+        erased.merge(await forget_conversation(r, prefix, conversation_id, bot_id))
+    if shared:
+        erased.neo_sessions |= await _turn_sessions(r, [key for key, _ in shared])
     for key, ref in shared:
         turn_id = key[len(prefix) + len("turn:") :]
         bot, conv = str(ref.get("bot_id")), str(ref.get("conversation_id"))

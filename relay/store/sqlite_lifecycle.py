@@ -96,6 +96,7 @@ async def forget_conversation(
 ) -> Erased:
     """Delete everything held about one conversation (of one bot, or of every bot)."""
     erased = Erased()
+    erased.neo_sessions |= await _session_ids(db, conversation_id, bot_id)
     for r in RETAINED:
         if r.conversation is None:
             continue
@@ -107,6 +108,21 @@ async def forget_conversation(
     erased["claims"] += await _forget_claims(db, conversation_id, bot_id)
     await release_space(db)
     return erased
+
+
+async def _session_ids(
+    db: aiosqlite.Connection, conversation_id: str, bot_id: str | None
+) -> set[str]:
+    """The Neo sessions a conversation's mapping and turns name."""
+    bot = " AND bot_id = ?" if bot_id is not None else ""
+    params = (conversation_id, bot_id) if bot_id is not None else (conversation_id,)
+    sql = (
+        f"SELECT session_id FROM sessions WHERE conversation_id = ?{bot}"  # noqa: S608
+        f" UNION SELECT session_id FROM turns WHERE conversation_id = ?{bot}"
+        " AND session_id IS NOT NULL"
+    )
+    async with db.execute(sql, params + params) as cur:
+        return {str(row[0]) for row in await cur.fetchall()}
 
 
 async def _forget_claims(db: aiosqlite.Connection, conversation_id: str, bot_id: str | None) -> int:
@@ -127,7 +143,7 @@ async def forget_user(db: aiosqlite.Connection, aad_object_id: str) -> Erased:
     go. The turns are found by the Entra object id Teams sent with each message.
     """
     sql = (
-        "SELECT turn_id, bot_id, conversation_id, ref_json FROM turns"
+        "SELECT turn_id, bot_id, conversation_id, ref_json, session_id FROM turns"
         " WHERE lower(json_extract(user_json, '$.aad_object_id')) = lower(?)"
     )
     async with db.execute(sql, (aad_object_id,)) as cur:
@@ -135,14 +151,16 @@ async def forget_user(db: aiosqlite.Connection, aad_object_id: str) -> Erased:
     erased = Erased()
     personal: set[tuple[str, str]] = set()
     shared: list[tuple[str]] = []
-    for turn_id, bot_id, conversation_id, ref_json in rows:
+    for turn_id, bot_id, conversation_id, ref_json, session_id in rows:
         kind = json.loads(ref_json).get("conversation_type")
         if ConversationType.parse(kind) is ConversationType.PERSONAL:
             personal.add((bot_id, conversation_id))
         else:
             shared.append((turn_id,))
+            if session_id:
+                erased.neo_sessions.add(str(session_id))
     for bot_id, conversation_id in sorted(personal):
-        erased += await forget_conversation(db, conversation_id, bot_id)
+        erased.merge(await forget_conversation(db, conversation_id, bot_id))
     if shared:
         await db.executemany("DELETE FROM turns WHERE turn_id = ?", shared)
         erased["turns"] += len(shared)

@@ -223,6 +223,7 @@ async def _populate(store: Store) -> dict[str, Turn]:
         "bob-dm": turn(5, conv=BOB_DM, user=BOB),
         "alice-other-bot": turn(6, bot=OTHER_BOT),
     }
+    turns["alice-group"].session_id = SessionId("sess-group")
     for name, t in turns.items():
         if name == "alice-dm-running":
             await store.add_turn(t)
@@ -244,6 +245,8 @@ async def test_forget_user_removes_their_turns_and_dm_mappings_and_keeps_others(
     assert erased["turns"] == 4
     assert erased["sessions"] == 2
     assert erased["claims"] == 1
+    # What the MSP must also erase in Neo: her DM's session, and the shared one she wrote in.
+    assert erased.neo_sessions == {f"sess-{ALICE_DM}", "sess-group"}
     for name in ("alice-dm", "alice-dm-running", "alice-group", "alice-other-bot"):
         assert await store.get_turn(turns[name].turn_id) is None, name
     assert await store.get_session(BOT, ALICE_DM) is None
