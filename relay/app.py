@@ -1,10 +1,11 @@
 """The aiohttp application: routes, start-up/shutdown of every component, health endpoints.
 
 ``create_app(settings)`` is the whole public surface of the service. ``POST /api/messages`` does
-only what must happen before Teams gets its answer — size and type checks, Bot Framework
-authentication, the serviceUrl allow-list, journaling the turn (which de-duplicates Teams'
-re-deliveries) — and hands the turn to the background worker; nothing on this path waits for Neo
-(DESIGN.md invariant 4).
+only what must happen before Teams gets its answer — size and type checks, the body's shape
+(``relay.teams.guard``), Bot Framework authentication, the channel and serviceUrl allow-lists,
+journaling the turn (which de-duplicates Teams' re-deliveries) — and hands the turn to the
+background worker; nothing on this path waits for Neo (DESIGN.md invariant 4). ``/metrics`` is
+not on this application's port but on a private listener of its own (``RELAY_METRICS_PORT``).
 """
 
 from __future__ import annotations
@@ -240,7 +241,7 @@ async def handle_messages(request: web.Request) -> web.Response:
     if str(activity.channel_id or "").lower() not in c.settings.channels:
         # A Teams relay: Web Chat / Direct Line traffic for a registered bot carries no tenant
         # and must never reach Neo (RELAY_CHANNELS).
-        log.info("refused %s activity for bot %s: channel not served", activity.channel_id, bot_id)
+        log.info("refused %r activity for bot %s: channel not served", activity.channel_id, bot_id)
         return _reject(403, "channel is not served by this relay")
     if activity.service_url is not None and not c.allowlist.allows(activity.service_url):
         log.warning("refused activity for bot %s: serviceUrl host not allowed", bot_id)
