@@ -185,7 +185,7 @@ class Store(Protocol):
         """The finished turn that sent Teams activity ``activity_id`` (feedback's lookup), if any.
 
         Indexed when the turn reaches a final state; a final ``save_turn`` also clears the turn's
-        text and files and keeps only the activity ids of its delivery record.
+        text and files and drops the answer text from its delivery record.
         """
 
     async def prune(self, *, batch: int = 500) -> Erased:

@@ -6,9 +6,10 @@ The journal holds personal data — message text, display names, Entra object id
 leaves an MSP unable to answer a retention or erasure request (GDPR art. 5(1)(e), art. 17)
 without opening the database by hand (issue 16). So, in every backend:
 
-- a turn that reaches a final state keeps only what feedback needs: its message text and file
-  URLs are cleared and its delivery record is cut down to the Teams activity ids
-  (:data:`FINAL_DELIVERY_KEYS`), which also go into an index (activity id → turn);
+- a turn that reaches a final state keeps no content: its message text and file URLs are cleared,
+  its delivery record loses the answer text it held for a resumed stream
+  (:data:`ANSWER_TEXT_KEYS`), and the Teams activity ids it sent go into an index (activity id →
+  turn) for feedback;
 - finished turns, their index rows, claims and session mappings idle for longer than the retention
   period (``RELAY_RETENTION``) are deleted — SQLite by :class:`RetentionSweeper` calling
   ``Store.prune``, Redis by a TTL set when a turn finishes; unfinished turns are never pruned;
@@ -30,9 +31,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RETENTION = 30 * 86400.0
 
-# What a finished turn's delivery record keeps: the ids of the Teams messages it sent (the streamed
-# message's stream id, follow-up messages, an edited-in-place message), which feedback maps back.
-FINAL_DELIVERY_KEYS = ("activity_ids", "stream_id", "activity_id")
+# The fields of a delivery record that hold answer text (relay.teams.stream keeps what the open
+# stream shows, so a resumed run can close it). A finished turn drops them; its bookkeeping
+# (ids, counts, flags) stays. A sink that records text in a new field must list it here.
+ANSWER_TEXT_KEYS = frozenset({"shown_text"})
 
 
 def delivered_ids(delivery: dict[str, Any]) -> set[str]:
@@ -47,8 +49,8 @@ def delivered_ids(delivery: dict[str, Any]) -> set[str]:
 
 
 def final_delivery(delivery: dict[str, Any]) -> dict[str, Any]:
-    """The part of a delivery record a finished turn keeps (no answer text)."""
-    return {k: delivery[k] for k in FINAL_DELIVERY_KEYS if k in delivery}
+    """The part of a delivery record a finished turn keeps: all but the answer text."""
+    return {k: v for k, v in delivery.items() if k not in ANSWER_TEXT_KEYS}
 
 
 def scrub_finished(turn: Turn) -> None:

@@ -41,7 +41,7 @@ return seq
 # KEYS: lease, turn, conversation-unfinished zset, unfinished zset, conversation zset, session,
 #   then one feedback-index key per Teams activity the turn sent (final saves only).
 # ARGV: token, turn_id, mutable json, state, final ('1'/'0'), updated_at; final saves add:
-#   retention in ms, fixed json without the text, the delivery record cut to its activity ids,
+#   retention in ms, fixed json without the text, the delivery record without the answer text,
 #   the prefix of turn keys.
 # A finished turn, its index keys and (once nothing in it is unfinished) its conversation expire
 # after the retention period; the session mapping's expiry is pushed back as well. The oldest
@@ -73,8 +73,8 @@ return 1
 """
 )
 
-# KEYS: lease, turn. ARGV: token, delivery json, the same cut to its activity ids, the final
-# states (",a,b,"): a finished turn keeps only the ids, even if a sink writes after its end.
+# KEYS: lease, turn. ARGV: token, delivery json, the same without the answer text, the final
+# states (",a,b,"): a finished turn keeps no answer text, even if a sink writes after its end.
 SAVE_DELIVERY: Final = (
     _STALE
     + """

@@ -236,7 +236,7 @@ class SqliteStore:
         self._leases.check(fence)
         # updated_at is left alone: it belongs to the Turn fields, and bumping it here would make
         # the caller's Turn object stale (unequal to get_turn) after every streamed update.
-        # A finished turn keeps only its activity ids, even if a sink writes after the end.
+        # A finished turn keeps no answer text, even if a sink writes after the end.
         params = (*_FINAL, _dumps(final_delivery(data)), _dumps(data), turn_id)
         async with self._conn.execute(_SAVE_DELIVERY, params) as cur:
             if cur.rowcount != 1:

@@ -98,12 +98,13 @@ async def session(store: Store, conv: ConversationId, bot: BotId = BOT) -> None:
 # -- what a finished turn keeps --------------------------------------------------------------------
 
 
-async def test_a_finished_turn_keeps_no_text_and_only_its_message_ids(store: Store) -> None:
+async def test_a_finished_turn_keeps_its_bookkeeping_but_no_text(store: Store) -> None:
     t = turn(1)
-    await finish(store, t, {"stream_id": "s-1", "activity_ids": ["m-2"], "shown_text": "answer"})
+    record = {"stream_id": "s-1", "activity_ids": ["m-2"], "shown_chars": 6, "plan": "rest"}
+    await finish(store, t, {**record, "shown_text": "answer"})
     assert (t.text, t.files) == ("", [])  # the object in hand matches the journal
     assert await store.get_turn(t.turn_id) == t
-    assert await store.get_delivery(t.turn_id) == {"stream_id": "s-1", "activity_ids": ["m-2"]}
+    assert await store.get_delivery(t.turn_id) == record
     # A sink writing after the end cannot bring the answer text back.
     await store.save_delivery(t.turn_id, {"stream_id": "s-1", "shown_text": "answer again"})
     assert await store.get_delivery(t.turn_id) == {"stream_id": "s-1"}
