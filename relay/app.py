@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from relay.allowlist import HostAllowlist
 from relay.config import Settings
@@ -69,8 +70,26 @@ METRICS_URL: web.AppKey[str] = web.AppKey("metrics_url", str)
 SWEEPER: web.AppKey[RetentionSweeper] = web.AppKey("retention_sweeper", RetentionSweeper)
 
 
+class _QuietBadRequests(logging.Filter):
+    """aiohttp answers a malformed HTTP request (an 8 KB header line, a broken request line) with
+    400 itself, but logs it as an error with a traceback: on a public port that lets anyone fill
+    the logs with tracebacks. Such a record becomes one INFO line naming the refusal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, BadHttpMessage):
+            record.msg, record.args = "refused a malformed HTTP request: %s", (type(exc).__name__,)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+_QUIET_BAD_REQUESTS = _QuietBadRequests()
+
+
 def create_app(settings: Settings) -> web.Application:
     """Build the relay's aiohttp application; components start in ``on_startup``."""
+    logging.getLogger("aiohttp.server").addFilter(_QUIET_BAD_REQUESTS)  # idempotent: one object
     metrics = RelayMetrics(bots=[b.app_id for b in settings.bots])
     app = web.Application(
         client_max_size=settings.max_body_bytes, middlewares=[metrics.middleware()]

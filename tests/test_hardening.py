@@ -151,3 +151,16 @@ def test_ids_always_become_one_url_path_segment() -> None:
     url = _conversation_url(ref, "activities", path_segment(ActivityId("..")))
     assert url.raw_path == "/emea/v3/conversations/%2E%2E/activities/%2E%2E"
     assert url.host == "smba.trafficmanager.net"
+
+
+async def test_a_malformed_http_request_is_a_400_without_a_traceback_in_the_logs(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = harness
+    assert h.http is not None
+    caplog.set_level(logging.DEBUG)
+    headers = {"Content-Type": "application/json", "Authorization": "Bearer " + "x" * 20_000}
+    async with h.http.post(f"{h.relay_url}/api/messages", data=b"{}", headers=headers) as resp:
+        assert resp.status == 400
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert any("malformed HTTP request: LineTooLong" in r.getMessage() for r in caplog.records)
