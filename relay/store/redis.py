@@ -24,22 +24,17 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 from relay.domain import (
-    ActivityId,
     BotId,
     ConversationId,
-    ConversationRef,
     EventId,
-    InboundFile,
-    ModelTier,
     SessionId,
     SessionRecord,
     Turn,
     TurnId,
-    TurnState,
-    User,
 )
 from relay.errors import ConfigError, LeaseLost
 from relay.store import redis_lifecycle as lifecycle
+from relay.store import redis_rows as codec
 from relay.store import redis_scripts as lua
 from relay.store.base import Fence, current_fence
 from relay.store.lifecycle import (
@@ -86,7 +81,7 @@ class RedisStore:
         self._url = url
         self.prefix = prefix
         self.retention = retention  # the TTL of finished turns, idle sessions and claims
-        self._ttl_ms = _ms(retention)
+        self._ttl_ms = codec.ms(retention)
         self._clock = clock  # wall clock: turn and session timestamps outlive the process
         self._client: aioredis.Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
@@ -190,8 +185,8 @@ class RedisStore:
         keys = [self._k("turn", turn.turn_id), self._k("seq"), conv, open_, self._k("unfinished")]
         args = [
             turn.turn_id,
-            _dumps(_fixed(turn)),
-            _dumps(_mutable(turn)),
+            codec.dumps(codec.fixed(turn)),
+            codec.dumps(codec.mutable(turn)),
             turn.state.value,
             "1" if turn.state.is_final else "0",
             repr(created_at),
@@ -204,7 +199,7 @@ class RedisStore:
 
     async def get_turn(self, turn_id: TurnId) -> Turn | None:
         data = await self._hgetall(self._k("turn", turn_id))
-        return _to_turn(data) if data else None
+        return codec.to_turn(data) if data else None
 
     async def save_turn(self, turn: Turn, *, fence: Fence | None = None) -> None:
         now = self._clock()
@@ -215,7 +210,7 @@ class RedisStore:
         args = [
             token,
             turn.turn_id,
-            _dumps(_mutable(turn)),
+            codec.dumps(codec.mutable(turn)),
             turn.state.value,
             "1" if turn.state.is_final else "0",
             repr(now),
@@ -228,8 +223,8 @@ class RedisStore:
             keys += [self._msg_key(turn.bot_id, turn.conversation_id, i) for i in ids]
             args += [
                 str(self._ttl_ms),
-                _dumps(_fixed(turn)),
-                _dumps(final_delivery(delivery)),
+                codec.dumps(codec.fixed(turn)),
+                codec.dumps(final_delivery(delivery)),
                 self._k("turn", ""),
             ]
         if self._checked(await self._run("SAVE_TURN", keys, args), fence) == 0:
@@ -243,7 +238,7 @@ class RedisStore:
             for turn_id in turn_ids:
                 pipe.hgetall(self._k("turn", turn_id))
             rows: list[dict[str, str]] = await pipe.execute()
-        return [_to_turn(row) for row in rows if row]
+        return [codec.to_turn(row) for row in rows if row]
 
     async def unfinished_turns(self, limit: int = 1000) -> list[Turn]:
         ids = await self._zrange(self._k("unfinished"), limit)
@@ -268,7 +263,7 @@ class RedisStore:
     ) -> None:
         lease, token = self._fence_args(fence)
         keys = [lease, self._k("turn", turn_id)]
-        args = [token, _dumps(data), _dumps(final_delivery(data)), _FINAL_STATES]
+        args = [token, codec.dumps(data), codec.dumps(final_delivery(data)), codec.FINAL_STATES]
         if self._checked(await self._run("SAVE_DELIVERY", keys, args), fence) == 0:
             raise KeyError(turn_id)
 
@@ -331,25 +326,6 @@ class RedisStore:
         args = [token, last_event_id, repr(self._clock()), str(self._ttl_ms)]
         self._checked(await self._run("SET_SESSION_CURSOR", keys, args), fence)
 
-    # -- one-shot claims and leases ------------------------------------------------------------
-
-    async def claim_once(self, key: str, ttl_seconds: float) -> bool:
-        ttl = _ms(min(ttl_seconds, self.retention))  # no claim outlives the retention period
-        ok = await self._redis.set(self._k("claim", key), "1", nx=True, px=ttl)
-        return bool(ok)
-
-    async def acquire_lease(self, key: str, owner: str, ttl_seconds: float) -> int | None:
-        keys = [self._k("lease", key), self._k("lease-token")]
-        token = await self._run("ACQUIRE_LEASE", keys, [owner, _ms(ttl_seconds)])
-        return int(token) if token is not None else None
-
-    async def renew_lease(self, key: str, owner: str, token: int, ttl_seconds: float) -> bool:
-        args = [owner, str(token), _ms(ttl_seconds)]
-        return int(await self._run("RENEW_LEASE", [self._k("lease", key)], args)) == 1
-
-    async def release_lease(self, key: str, owner: str, token: int) -> None:
-        await self._run("RELEASE_LEASE", [self._k("lease", key)], [owner, str(token)])
-
     # -- retention and erasure: relay.store.lifecycle, relay.store.redis_lifecycle --------------
 
     def _msg_key(self, bot_id: str, conversation_id: str, activity_id: str) -> str:
@@ -376,80 +352,21 @@ class RedisStore:
     async def forget_user(self, aad_object_id: str) -> Erased:
         return await lifecycle.forget_user(self._redis, self.prefix, aad_object_id)
 
+    # -- one-shot claims and leases ------------------------------------------------------------
 
-# -- Turn <-> hash -------------------------------------------------------------------------------
+    async def claim_once(self, key: str, ttl_seconds: float) -> bool:
+        ttl = codec.ms(min(ttl_seconds, self.retention))  # no claim outlives the retention period
+        ok = await self._redis.set(self._k("claim", key), "1", nx=True, px=ttl)
+        return bool(ok)
 
-_FINAL_STATES = "," + ",".join(s.value for s in TurnState if s.is_final) + ","
+    async def acquire_lease(self, key: str, owner: str, ttl_seconds: float) -> int | None:
+        keys = [self._k("lease", key), self._k("lease-token")]
+        token = await self._run("ACQUIRE_LEASE", keys, [owner, codec.ms(ttl_seconds)])
+        return int(token) if token is not None else None
 
+    async def renew_lease(self, key: str, owner: str, token: int, ttl_seconds: float) -> bool:
+        args = [owner, str(token), codec.ms(ttl_seconds)]
+        return int(await self._run("RENEW_LEASE", [self._k("lease", key)], args)) == 1
 
-def _ms(seconds: float) -> int:
-    return max(1, int(seconds * 1000))
-
-
-def _fixed(turn: Turn) -> dict[str, Any]:
-    """The fields fixed at ``add_turn`` (``save_turn`` never rewrites them)."""
-    return {
-        "turn_id": turn.turn_id,
-        "ref": turn.ref.to_json(),
-        "activity_id": turn.activity_id,
-        "user": {
-            "id": turn.user.id,
-            "aad_object_id": turn.user.aad_object_id,
-            "name": turn.user.name,
-        },
-        "text": turn.text,
-        "model_tier": turn.model_tier.value,
-        "files": [
-            {"url": f.url, "content_type": f.content_type, "name": f.name, "bot": f.needs_bot_token}
-            for f in turn.files
-        ],
-        "command": turn.command,
-    }
-
-
-def _mutable(turn: Turn) -> dict[str, Any]:
-    return {
-        "state": turn.state.value,
-        "session_id": turn.session_id,
-        "since_cursor": turn.since_cursor,
-        "chat_turn_id": turn.chat_turn_id,
-        "last_event_id": turn.last_event_id,
-        "attempts": turn.attempts,
-        "error": turn.error,
-    }
-
-
-def _to_turn(row: dict[str, str]) -> Turn:
-    fixed, mut = json.loads(row["fixed"]), json.loads(row["mut"])
-    user = fixed["user"]
-    return Turn(
-        turn_id=TurnId(fixed["turn_id"]),
-        ref=ConversationRef.from_json(fixed["ref"]),
-        activity_id=ActivityId(fixed["activity_id"]),
-        user=User(id=user["id"], aad_object_id=user.get("aad_object_id"), name=user.get("name")),
-        text=fixed["text"],
-        model_tier=ModelTier(fixed["model_tier"]),
-        files=[
-            InboundFile(
-                url=f["url"],
-                content_type=f["content_type"],
-                name=f.get("name"),
-                needs_bot_token=bool(f.get("bot")),
-            )
-            for f in fixed["files"]
-        ],
-        command=fixed.get("command"),
-        state=TurnState(mut["state"]),
-        session_id=SessionId(mut["session_id"]) if mut["session_id"] else None,
-        since_cursor=EventId(mut["since_cursor"]) if mut["since_cursor"] else None,
-        chat_turn_id=mut["chat_turn_id"],
-        last_event_id=EventId(mut["last_event_id"]) if mut["last_event_id"] else None,
-        attempts=int(mut["attempts"]),
-        error=mut["error"],
-        created_at=float(row["created_at"]),
-        updated_at=float(row["updated_at"]),
-    )
-
-
-def _dumps(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    async def release_lease(self, key: str, owner: str, token: int) -> None:
+        await self._run("RELEASE_LEASE", [self._k("lease", key)], [owner, str(token)])

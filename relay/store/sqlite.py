@@ -20,29 +20,23 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from relay.domain import (
-    ActivityId,
     BotId,
     ConversationId,
-    ConversationRef,
     EventId,
-    InboundFile,
-    ModelTier,
     SessionId,
     SessionRecord,
     Turn,
     TurnId,
     TurnState,
-    User,
 )
 from relay.store import sqlite_lifecycle as lifecycle
+from relay.store import sqlite_rows as codec
 from relay.store.base import Fence
 from relay.store.leases import LocalLeases
 from relay.store.lifecycle import (
     DEFAULT_RETENTION,
     Erased,
-    delivered_ids,
     final_delivery,
-    scrub_finished,
 )
 from relay.store.migrations import MIGRATIONS, split_statements
 
@@ -167,7 +161,7 @@ class SqliteStore:
     async def add_turn(self, turn: Turn) -> bool:
         now = self._clock()
         created_at = turn.created_at or now
-        params = (*_turn_params(turn), created_at, now)
+        params = (*codec.turn_params(turn), created_at, now)
         async with self._conn.execute(_INSERT_TURN, params) as cur:
             inserted = cur.rowcount == 1
         if inserted:
@@ -178,13 +172,13 @@ class SqliteStore:
         sql = f"{_SELECT_TURNS} WHERE turn_id = ?"
         async with self._conn.execute(sql, (turn_id,)) as cur:
             row = await cur.fetchone()
-        return _row_to_turn(row) if row is not None else None
+        return codec.row_to_turn(row) if row is not None else None
 
     async def save_turn(self, turn: Turn, *, fence: Fence | None = None) -> None:
         self._leases.check(fence)
         now = self._clock()
         if turn.state.is_final:
-            await self._finish_turn(turn)
+            await lifecycle.finish_turn(self._conn, turn)
         sql = (
             "UPDATE turns SET state = ?, session_id = ?, since_cursor = ?, chat_turn_id = ?,"
             " last_event_id = ?, attempts = ?, error = ?, updated_at = ? WHERE turn_id = ?"
@@ -208,7 +202,7 @@ class SqliteStore:
     async def unfinished_turns(self, limit: int = 1000) -> list[Turn]:
         async with self._conn.execute(_SELECT_UNFINISHED, (*_UNFINISHED, limit)) as cur:
             rows = await cur.fetchall()
-        return [_row_to_turn(r) for r in rows]
+        return [codec.row_to_turn(r) for r in rows]
 
     async def conversation_turns(
         self, bot_id: BotId, conversation_id: ConversationId
@@ -216,7 +210,7 @@ class SqliteStore:
         sql = f"{_SELECT_TURNS} WHERE bot_id = ? AND conversation_id = ? ORDER BY seq"
         async with self._conn.execute(sql, (bot_id, conversation_id)) as cur:
             rows = await cur.fetchall()
-        return [_row_to_turn(r) for r in rows]
+        return [codec.row_to_turn(r) for r in rows]
 
     async def unfinished_conversation_turns(
         self, bot_id: BotId, conversation_id: ConversationId, limit: int = 100
@@ -228,7 +222,7 @@ class SqliteStore:
         params = (bot_id, conversation_id, *_UNFINISHED, limit)
         async with self._conn.execute(sql, params) as cur:
             rows = await cur.fetchall()
-        return [_row_to_turn(r) for r in rows]
+        return [codec.row_to_turn(r) for r in rows]
 
     async def save_delivery(
         self, turn_id: TurnId, data: dict[str, Any], *, fence: Fence | None = None
@@ -237,7 +231,7 @@ class SqliteStore:
         # updated_at is left alone: it belongs to the Turn fields, and bumping it here would make
         # the caller's Turn object stale (unequal to get_turn) after every streamed update.
         # A finished turn keeps no answer text, even if a sink writes after the end.
-        params = (*_FINAL, _dumps(final_delivery(data)), _dumps(data), turn_id)
+        params = (*_FINAL, codec.dumps(final_delivery(data)), codec.dumps(data), turn_id)
         async with self._conn.execute(_SAVE_DELIVERY, params) as cur:
             if cur.rowcount != 1:
                 raise KeyError(turn_id)
@@ -268,7 +262,7 @@ class SqliteStore:
             bot_id=bot_id,
             conversation_id=conversation_id,
             session_id=SessionId(row["session_id"]),
-            last_event_id=_opt(EventId, row["last_event_id"]),
+            last_event_id=codec.opt(EventId, row["last_event_id"]),
             show_progress=bool(row["show_progress"]),
             created_at=row["created_at"],
             updated_at=row["updated_at"],
@@ -338,25 +332,18 @@ class SqliteStore:
         async with self._conn.execute(sql, (key, now + ttl_seconds, now, now)) as cur:
             return cur.rowcount == 1
 
-    # -- retention and erasure: relay.store.lifecycle, relay.store.sqlite_lifecycle -------------
+    # -- leases: in memory, see relay.store.leases ----------------------------------------------
 
-    async def _finish_turn(self, turn: Turn) -> None:
-        """A turn turning final: clear its text and answer, index the Teams messages it sent."""
-        scrub_finished(turn)
-        async with self._conn.execute(
-            "SELECT delivery_json FROM turns WHERE turn_id = ?", (turn.turn_id,)
-        ) as cur:
-            row = await cur.fetchone()
-        if row is None:
-            return  # save_turn raises KeyError below
-        delivery = json.loads(row["delivery_json"] or "{}")
-        delivery = delivery if isinstance(delivery, dict) else {}
-        await lifecycle.index_delivered(
-            self._conn, turn.turn_id, turn.bot_id, turn.conversation_id, delivered_ids(delivery)
-        )
-        sql = "UPDATE turns SET text = '', files_json = '[]', delivery_json = ? WHERE turn_id = ?"
-        async with self._conn.execute(sql, (_dumps(final_delivery(delivery)), turn.turn_id)):
-            pass
+    async def acquire_lease(self, key: str, owner: str, ttl_seconds: float) -> int | None:
+        return self._leases.acquire(key, owner, ttl_seconds)
+
+    async def renew_lease(self, key: str, owner: str, token: int, ttl_seconds: float) -> bool:
+        return self._leases.renew(key, owner, token, ttl_seconds)
+
+    async def release_lease(self, key: str, owner: str, token: int) -> None:
+        self._leases.release(key, owner, token)
+
+    # -- retention and erasure: relay.store.lifecycle, relay.store.sqlite_lifecycle -------------
 
     async def release_claim(self, key: str) -> None:
         async with self._conn.execute("DELETE FROM claims WHERE key = ?", (key,)):
@@ -382,17 +369,6 @@ class SqliteStore:
 
     async def forget_user(self, aad_object_id: str) -> Erased:
         return await lifecycle.forget_user(self._conn, aad_object_id)
-
-    # -- leases: in memory, see relay.store.leases ----------------------------------------------
-
-    async def acquire_lease(self, key: str, owner: str, ttl_seconds: float) -> int | None:
-        return self._leases.acquire(key, owner, ttl_seconds)
-
-    async def renew_lease(self, key: str, owner: str, token: int, ttl_seconds: float) -> bool:
-        return self._leases.renew(key, owner, token, ttl_seconds)
-
-    async def release_lease(self, key: str, owner: str, token: int) -> None:
-        self._leases.release(key, owner, token)
 
 
 # -- schema --------------------------------------------------------------------------------------
@@ -420,83 +396,3 @@ async def _migrate(db: aiosqlite.Connection) -> None:
     except BaseException:
         await db.execute("ROLLBACK")
         raise
-
-
-# -- Turn <-> row --------------------------------------------------------------------------------
-
-
-def _turn_params(turn: Turn) -> tuple[Any, ...]:
-    """Every column of ``_TURN_COLUMNS`` except the two timestamps, in order."""
-    return (
-        turn.turn_id,
-        turn.bot_id,
-        turn.conversation_id,
-        turn.activity_id,
-        _dumps(turn.ref.to_json()),
-        _dumps(_user_to_json(turn.user)),
-        turn.text,
-        turn.model_tier.value,
-        _dumps([_file_to_json(f) for f in turn.files]),
-        turn.state.value,
-        turn.session_id,
-        turn.since_cursor,
-        turn.chat_turn_id,
-        turn.last_event_id,
-        turn.attempts,
-        turn.error,
-        turn.command,
-    )
-
-
-def _row_to_turn(row: sqlite3.Row) -> Turn:
-    user = json.loads(row["user_json"])
-    return Turn(
-        turn_id=TurnId(row["turn_id"]),
-        ref=ConversationRef.from_json(json.loads(row["ref_json"])),
-        activity_id=ActivityId(row["activity_id"]),
-        user=User(id=user["id"], aad_object_id=user.get("aad_object_id"), name=user.get("name")),
-        text=row["text"],
-        model_tier=ModelTier(row["model_tier"]),
-        files=[_file_from_json(f) for f in json.loads(row["files_json"] or "[]")],
-        state=TurnState(row["state"]),
-        session_id=_opt(SessionId, row["session_id"]),
-        since_cursor=_opt(EventId, row["since_cursor"]),
-        chat_turn_id=row["chat_turn_id"],
-        last_event_id=_opt(EventId, row["last_event_id"]),
-        attempts=int(row["attempts"]),
-        error=row["error"],
-        command=row["command"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
-
-
-def _user_to_json(user: User) -> dict[str, Any]:
-    return {"id": user.id, "aad_object_id": user.aad_object_id, "name": user.name}
-
-
-def _file_to_json(f: InboundFile) -> dict[str, Any]:
-    return {
-        "url": f.url,
-        "content_type": f.content_type,
-        "name": f.name,
-        "needs_bot_token": f.needs_bot_token,
-    }
-
-
-def _file_from_json(data: dict[str, Any]) -> InboundFile:
-    return InboundFile(
-        url=data["url"],
-        content_type=data["content_type"],
-        name=data.get("name"),
-        needs_bot_token=bool(data.get("needs_bot_token", False)),
-    )
-
-
-def _opt(kind: Callable[[str], _T], value: str | None) -> _T | None:
-    return kind(value) if value is not None else None
-
-
-def _dumps(data: Any) -> str:
-    # ensure_ascii=False: user text and names stay readable in an operator's sqlite3 shell.
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))

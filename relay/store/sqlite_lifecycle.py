@@ -16,8 +16,15 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from relay.domain import ConversationType, TurnState
-from relay.store.lifecycle import Erased, claim_mentions
+from relay.domain import ConversationType, Turn, TurnState
+from relay.store.lifecycle import (
+    Erased,
+    claim_mentions,
+    delivered_ids,
+    final_delivery,
+    scrub_finished,
+)
+from relay.store.sqlite_rows import dumps
 
 _FINAL = tuple(s.value for s in TurnState if s.is_final)
 _FINAL_SQL = ", ".join(f"'{s}'" for s in _FINAL)  # enum values: constants, never input
@@ -166,6 +173,25 @@ async def forget_user(db: aiosqlite.Connection, aad_object_id: str) -> Erased:
         erased["turns"] += len(shared)
         await release_space(db)
     return erased
+
+
+async def finish_turn(db: aiosqlite.Connection, turn: Turn) -> None:
+    """A turn turning final: clear its text, files and answer; index the Teams messages it sent."""
+    scrub_finished(turn)
+    async with db.execute(
+        "SELECT delivery_json FROM turns WHERE turn_id = ?", (turn.turn_id,)
+    ) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        return  # the caller's UPDATE reports the unknown turn
+    delivery = json.loads(row[0] or "{}")
+    delivery = delivery if isinstance(delivery, dict) else {}
+    await index_delivered(
+        db, turn.turn_id, turn.bot_id, turn.conversation_id, delivered_ids(delivery)
+    )
+    sql = "UPDATE turns SET text = '', files_json = '[]', delivery_json = ? WHERE turn_id = ?"
+    async with db.execute(sql, (dumps(final_delivery(delivery)), turn.turn_id)):
+        pass
 
 
 async def index_delivered(
