@@ -136,6 +136,14 @@ async def test_feedback_finds_the_turn_by_any_message_it_sent(store: Store) -> N
     assert await store.find_delivered_turn(OTHER_BOT, ALICE_DM, "s-0") is None
 
 
+async def test_a_released_claim_is_claimable_again(store: Store) -> None:
+    assert await store.claim_once("install:bot:a:1", 3600)
+    assert not await store.claim_once("install:bot:a:1", 3600)
+    await store.release_claim("install:bot:a:1")
+    assert await store.claim_once("install:bot:a:1", 3600)
+    await store.release_claim("never-claimed")  # no error
+
+
 # -- retention -------------------------------------------------------------------------------------
 
 
