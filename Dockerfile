@@ -33,11 +33,13 @@ RUN python -m venv /opt/relay \
 # Defaults for a container: listen on every interface, JSON logs, the SQLite journal on the
 # volume (a Deployment with several replicas sets RELAY_DATABASE_URL=redis://… instead).
 ENV RELAY_HOST=0.0.0.0 RELAY_PORT=3978 RELAY_LOG_FORMAT=json \
+    RELAY_METRICS_HOST=0.0.0.0 RELAY_METRICS_PORT=9464 \
     RELAY_DATABASE_URL=sqlite:////var/lib/relay/relay.db
 WORKDIR /var/lib/relay
 VOLUME ["/var/lib/relay"]
 USER 10001:10001
-EXPOSE 3978
+# 3978: /api/messages and the probes (publish it); 9464: /metrics, for Prometheus only.
+EXPOSE 3978 9464
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os,sys,urllib.request as u; r=u.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('RELAY_PORT','3978'), timeout=4); sys.exit(0 if r.status == 200 else 1)"]
 # run_app turns SIGTERM into a graceful drain (RELAY_SHUTDOWN_GRACE) and exits 0.

@@ -15,15 +15,22 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from urllib.parse import urlsplit
 
-# Hosts that may receive the bot's Bot Framework token (inline image downloads, connector calls).
-# Reference teams-platform.md §5: "Attach the bot token only to Bot Framework hosts".
+# Hosts that may receive the bot's Bot Framework token (inline image downloads), over https on the
+# default port, besides the conversation's own serviceUrl origin. Reference teams-platform.md §5:
+# "Attach the bot token only to Bot Framework hosts". Exact names, never a wildcard under
+# trafficmanager.net: any Azure customer can register a Traffic Manager name (issue 16). The Teams
+# connector hosts are Microsoft's documented serviceUrls — public smba.trafficmanager.net, and
+# smba.infra.{gcc,gov,dod} for GCC, GCC High and DoD (Microsoft 365 Agents SDK
+# ``TeamsServiceEndpoints``); *.botframework.us / *.botframework.azure.us are the US Government
+# Bot Framework domains (botframework-connector ``GovernmentConstants``).
 BOT_FRAMEWORK_TOKEN_HOSTS = (
-    "*.trafficmanager.net",
+    "smba.trafficmanager.net",
     "*.botframework.com",
+    "smba.infra.gcc.teams.microsoft.com",
+    "smba.infra.gov.teams.microsoft.us",
+    "smba.infra.dod.teams.microsoft.us",
     "*.botframework.us",
     "*.botframework.azure.us",
-    "*.teams.microsoft.com",
-    "*.teams.microsoft.us",
 )
 
 

@@ -1,24 +1,24 @@
 """The aiohttp application: routes, start-up/shutdown of every component, health endpoints.
 
 ``create_app(settings)`` is the whole public surface of the service. ``POST /api/messages`` does
-only what must happen before Teams gets its answer — size and type checks, Bot Framework
-authentication, the serviceUrl allow-list, journaling the turn (which de-duplicates Teams'
-re-deliveries) — and hands the turn to the background worker; nothing on this path waits for Neo
-(DESIGN.md invariant 4).
+only what must happen before Teams gets its answer — size and type checks, the body's shape
+(``relay.teams.guard``), Bot Framework authentication, the channel and serviceUrl allow-lists,
+journaling the turn (which de-duplicates Teams' re-deliveries) — and hands the turn to the
+background worker; nothing on this path waits for Neo (DESIGN.md invariant 4). ``/metrics`` is
+not on this application's port but on a private listener of its own (``RELAY_METRICS_PORT``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from relay.allowlist import HostAllowlist
 from relay.config import Settings
-from relay.errors import AuthError, InboundError
+from relay.errors import AuthError, ConfigError, InboundError
 from relay.neo.adapter import NeoAdapter
 from relay.ops.logs import bot_secret_values, register_secrets
 from relay.ops.metrics import RelayMetrics
@@ -26,9 +26,11 @@ from relay.registry import BotRegistry, RegistryReloader
 from relay.replicas import ConversationLeases
 from relay.store import open_store
 from relay.store.base import Store
+from relay.store.lifecycle import RetentionSweeper
 from relay.teams.auth import InboundAuthenticator, MultiBotCredentialsFactory, TokenProvider
 from relay.teams.connector import BotConnector
 from relay.teams.dispatch import Features, InboundDispatcher
+from relay.teams.guard import check_activity, load_body
 from relay.teams.inbound import bot_id_of, parse_activity
 from relay.teams.presenter import SinkOptions, TeamsSinks
 from relay.turns import TurnPipeline
@@ -61,21 +63,46 @@ FEATURES: web.AppKey[Features] = web.AppKey("features", Features)
 DISPATCHER: web.AppKey[InboundDispatcher] = web.AppKey("dispatcher", InboundDispatcher)
 # Conversation leases: one replica at a time per conversation (relay/replicas.py).
 LEASES: web.AppKey[ConversationLeases] = web.AppKey("leases", ConversationLeases)
+# The private metrics listener (RELAY_METRICS_HOST/PORT) and the URL it answers on.
+METRICS_RUNNER: web.AppKey[web.AppRunner] = web.AppKey("metrics_runner", web.AppRunner)
+METRICS_URL: web.AppKey[str] = web.AppKey("metrics_url", str)
+# Deletes what is older than RELAY_RETENTION (relay/store/lifecycle.py).
+SWEEPER: web.AppKey[RetentionSweeper] = web.AppKey("retention_sweeper", RetentionSweeper)
+
+
+class _QuietBadRequests(logging.Filter):
+    """aiohttp answers a malformed HTTP request (an 8 KB header line, a broken request line) with
+    400 itself, but logs it as an error with a traceback: on a public port that lets anyone fill
+    the logs with tracebacks. Such a record becomes one INFO line naming the refusal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, BadHttpMessage):
+            record.msg, record.args = "refused a malformed HTTP request: %s", (type(exc).__name__,)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+_QUIET_BAD_REQUESTS = _QuietBadRequests()
 
 
 def create_app(settings: Settings) -> web.Application:
     """Build the relay's aiohttp application; components start in ``on_startup``."""
+    logging.getLogger("aiohttp.server").addFilter(_QUIET_BAD_REQUESTS)  # idempotent: one object
     metrics = RelayMetrics(bots=[b.app_id for b in settings.bots])
     app = web.Application(
         client_max_size=settings.max_body_bytes, middlewares=[metrics.middleware()]
     )
     app[METRICS] = metrics
-    app.router.add_get("/metrics", metrics.handle)
+    # No /metrics here: it lists every registered bot id (an MSP's customer list) with its
+    # volumes, so it is served only on the private listener `_start_metrics` opens.
     app.router.add_post("/api/messages", handle_messages)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
     app.on_startup.append(_startup)
     app.on_shutdown.append(_shutdown)
+    app.on_cleanup.append(_stop_metrics)
     app[SETTINGS] = settings
     app[REGISTRY] = BotRegistry(settings.bots)
     return app
@@ -84,8 +111,11 @@ def create_app(settings: Settings) -> web.Application:
 async def _startup(app: web.Application) -> None:
     settings, metrics = app[SETTINGS], app[METRICS]
     metrics.attach_retries()
-    store = metrics.timed_store(open_store(settings.database_url))
+    metrics.attach_feedback()
+    store = metrics.timed_store(open_store(settings.database_url, retention=settings.retention))
     await store.open()
+    sweeper = app[SWEEPER] = RetentionSweeper(store, settings.retention)
+    sweeper.start()
     verify: str | bool = str(settings.login_ca_file) if settings.login_ca_file else True
     registry = app[REGISTRY]
     metrics.known_bots = registry  # bot labels follow reloads; new bots' secrets are redacted
@@ -136,11 +166,40 @@ async def _startup(app: web.Application) -> None:
         resumed += worker.submit(turn)
     # Picks up conversations whose replica died; with one process, turns a run left unfinished.
     leases.start_sweeper(worker.submit)
+    await _start_metrics(app)
     log.info("relay ready: %d bot(s), %d unfinished turn(s) resumed", len(settings.bots), resumed)
+
+
+async def _start_metrics(app: web.Application) -> None:
+    """``GET /metrics`` on its own listener, for Prometheus only (default 127.0.0.1:9464)."""
+    settings = app[SETTINGS]
+    metrics_app = web.Application()
+    metrics_app.router.add_get("/metrics", app[METRICS].handle)
+    runner = web.AppRunner(metrics_app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.metrics_host, settings.metrics_port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        where = f"{settings.metrics_host}:{settings.metrics_port}"
+        reason = f"cannot listen on {where}: {exc.strerror}"
+        raise ConfigError("RELAY_METRICS_PORT", reason) from None
+    app[METRICS_RUNNER] = runner
+    host, port = runner.addresses[0][:2]
+    app[METRICS_URL] = f"http://{host}:{port}/metrics"
+    log.info("metrics on %s", app[METRICS_URL])
+
+
+async def _stop_metrics(app: web.Application) -> None:
+    if (runner := app.get(METRICS_RUNNER)) is not None:
+        await runner.cleanup()
 
 
 async def _shutdown(app: web.Application) -> None:
     app[METRICS].detach_retries()
+    app[METRICS].detach_feedback()
+    if (sweeper := app.get(SWEEPER)) is not None:
+        await sweeper.stop()
     c = app.get(COMPONENTS)
     if c is None:
         return
@@ -189,12 +248,10 @@ async def handle_messages(request: web.Request) -> web.Response:
     if len(raw) > c.settings.max_body_bytes:
         return _reject(413, "body too large")
     try:
-        body: Any = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return _reject(400, "body is not valid JSON")
-    if not isinstance(body, dict):
-        return _reject(400, "body must be a JSON object")
-    try:
+        # Bounded depth, repaired text, sane ids and a serviceUrl — before anything trusts the
+        # body (relay.teams.guard): a 5xx from this endpoint is a bug, whatever the input.
+        body = load_body(raw)
+        check_activity(body)
         activity = parse_activity(body)
         auth = await c.authenticator.authenticate(request.headers.get("Authorization"), activity)
     except AuthError as exc:
@@ -206,7 +263,12 @@ async def handle_messages(request: web.Request) -> web.Response:
     request.app[METRICS].activity(activity.type, bot_id)
     if bot_id is None:
         return _reject(400, "activity has no recipient")
-    if activity.service_url and not c.allowlist.allows(activity.service_url):
+    if str(activity.channel_id or "").lower() not in c.settings.channels:
+        # A Teams relay: Web Chat / Direct Line traffic for a registered bot carries no tenant
+        # and must never reach Neo (RELAY_CHANNELS).
+        log.info("refused %r activity for bot %s: channel not served", activity.channel_id, bot_id)
+        return _reject(403, "channel is not served by this relay")
+    if activity.service_url is not None and not c.allowlist.allows(activity.service_url):
         log.warning("refused activity for bot %s: serviceUrl host not allowed", bot_id)
         return _reject(403, "serviceUrl is not allowed")
     return await request.app[DISPATCHER].dispatch(activity, bot_id)

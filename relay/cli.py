@@ -97,7 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
     _add_demo_commands(sub)
     _add_bot_commands(sub)
+    _add_forget_command(sub)
     return parser
+
+
+def _add_forget_command(sub: Any) -> None:
+    """``relay forget``: erase a person or a conversation (relay/forget.py)."""
+    from relay.forget import add_parser
+
+    add_parser(sub)
 
 
 def _add_bot_commands(sub: Any) -> None:

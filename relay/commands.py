@@ -33,7 +33,7 @@ from relay.domain import (
     TurnState,
 )
 from relay.errors import RelayError, UpstreamError
-from relay.retry import NEO, retry_call
+from relay.retry import GREETING, NEO, retry_call
 from relay.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,8 @@ class CommandRunner:
             if turn.command == RESET:
                 text: str | None = await self._reset(turn)
             elif turn.command == INSTALL:
-                text = await self._greeting(turn)
+                await self._greet(turn)
+                text = None
             else:
                 text = HELP_TEXT
             if text:
@@ -233,11 +234,30 @@ class CommandRunner:
         except UpstreamError as exc:
             log.warning("immediate neo reset of %s failed: %s", session.session_id, exc)
 
-    async def _greeting(self, turn: Turn) -> str | None:
+    async def _greet(self, turn: Turn) -> None:
+        """Claim the install, send the greeting, keep the claim as the "sent" mark.
+
+        The claim keeps the install's two events (and re-deliveries) from greeting twice. A send
+        that still fails after the bounded ``GREETING`` retries (each round itself retried by the
+        Teams policy) gives the claim back, so the next install event greets instead of the
+        greeting being lost for an hour; the turn ends FAILED with the reason.
+        """
         key = f"install:{turn.bot_id}:{turn.conversation_id}"
         if not await self._store.claim_once(key, self._install_claim_ttl):
             log.info("install greeting for %s already sent", turn.conversation_id)
-            return None
+            return
+        try:
+            text = await self._greeting(turn)
+            await retry_call(
+                lambda: self._messenger.say(turn.ref, for_scope(text, turn)),
+                GREETING,
+                what="install greeting",
+            )
+        except RelayError:
+            await self._store.release_claim(key)
+            raise
+
+    async def _greeting(self, turn: Turn) -> str:
         tenant = turn.ref.tenant_id
         if tenant is None:
             return DEFAULT_GREETING  # Neo needs the end client's tenant to find the branding

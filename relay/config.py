@@ -50,14 +50,16 @@ BOT_FRAMEWORK_SCOPE = "https://api.botframework.com"
 # Hosts Teams / Bot Framework use for serviceUrl (public cloud, GCC, GCC High, DoD). A serviceUrl
 # outside these is refused before anything is sent to it, so a forged activity cannot make the
 # relay hand its bot token to someone else (reference: peers-and-pitfalls.md §1 "Inbound auth").
+# The connector calls carry the bot token, so these are exact names, as for inline images
+# (relay.allowlist.BOT_FRAMEWORK_TOKEN_HOSTS): never a wildcard under trafficmanager.net.
 DEFAULT_SERVICE_URL_ALLOWLIST = (
     "smba.trafficmanager.net",
-    "*.trafficmanager.net",
     "*.botframework.com",
-    "*.teams.microsoft.com",
+    "smba.infra.gcc.teams.microsoft.com",
+    "smba.infra.gov.teams.microsoft.us",
+    "smba.infra.dod.teams.microsoft.us",
     "*.botframework.us",
     "*.botframework.azure.us",
-    "*.teams.microsoft.us",
 )
 
 # Hosts a paperclip file's pre-authenticated downloadUrl may point at: the user's OneDrive /
@@ -247,6 +249,24 @@ def load_bots(
     return bots
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any) -> float:
+    """``30d``, ``12h``, ``15m``, ``90s`` or a number of seconds → seconds (> 0)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if match is None:
+            raise ValueError(f"not a duration like 30d, 12h, 15m or 90s: {value!r}")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+    if seconds <= 0:
+        raise ValueError("must be longer than 0 seconds")
+    return seconds
+
+
 def _field(alias: str, **kw: Any) -> Any:
     return Field(validation_alias=AliasChoices(alias), **kw)
 
@@ -313,6 +333,14 @@ class Settings(BaseSettings):
     # Several replicas (relay.replicas): a conversation's lease lasts this long without renewal;
     # a dead replica's conversations resume elsewhere about this long after it died.
     lease_seconds: float = _field("RELAY_LEASE_SECONDS", default=15.0, ge=0.5, le=600)
+    # Data lifecycle and hardening (issue 16). Finished turns, their deliveries, claims and idle
+    # session mappings are deleted this long after they last changed (relay.store.retention).
+    retention: Annotated[float, NoDecode] = _field("RELAY_RETENTION", default=30 * 86400.0)
+    # Bot Framework channels served; any other channelId is refused with 403 (a Teams relay).
+    channels: Annotated[tuple[str, ...], NoDecode] = _field("RELAY_CHANNELS", default=("msteams",))
+    # GET /metrics is served here only, never on the public port (it lists every bot id).
+    metrics_host: str = _field("RELAY_METRICS_HOST", default="127.0.0.1")
+    metrics_port: int = _field("RELAY_METRICS_PORT", default=9464, ge=0, le=65535)
 
     bots: tuple[BotConfig, ...] = ()
     # The variables load_settings() was given, if not the process environment (relay demo passes
@@ -330,6 +358,20 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(p.strip() for p in value.split(",") if p.strip())
         return value
+
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _split_channels(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = tuple(p.strip().lower() for p in value.split(",") if p.strip())
+        if not value:
+            raise ValueError("name at least one channel (msteams)")
+        return value
+
+    @field_validator("retention", mode="before")
+    @classmethod
+    def _parse_retention(cls, value: Any) -> Any:
+        return parse_duration(value)
 
     @field_validator("neo_api_key")
     @classmethod

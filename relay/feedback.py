@@ -2,18 +2,19 @@
 
 Teams delivers the feedback buttons' result as a ``message/submitAction`` invoke whose
 ``replyToId`` is the bot message that was rated, and does not store it anywhere itself
-(teams-platform.md §6.4). The relay maps that message id back to the turn that sent it — the
-presenters record each sent activity id in the turn's delivery record (``activity_ids``; the
-streamed final message's id is the ``stream_id``) — and logs one line with the bot, session and
-turn, plus a counter for metrics. Neo documents no per-message feedback endpoint for a platform
-caller (its ``Feedback`` tag is "end-user feedback links (signed-URL auth)" with undocumented
-paths, neo-chat-api.md §a.4 "Feedback", §b item 17), so nothing is forwarded to Neo.
+(teams-platform.md §6.4). The relay maps that message id back to the turn that sent it in one
+indexed lookup (``Store.find_delivered_turn``: a finished turn indexes the Teams activity ids its
+delivery record holds — ``activity_ids``, the streamed message's ``stream_id``), logs one line with
+the bot, session and turn, and reports the reaction to the hooks in :data:`ON_FEEDBACK`
+(``relay_feedback_total`` on ``/metrics``). Neo documents no per-message feedback endpoint for a
+platform caller (its ``Feedback`` tag is "end-user feedback links (signed-URL auth)" with
+undocumented paths, neo-chat-api.md §a.4 "Feedback", §b item 17), so nothing is forwarded to Neo.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from relay.domain import ConversationRef, Turn
@@ -21,10 +22,8 @@ from relay.store.base import Store
 
 log = logging.getLogger(__name__)
 
-LOOKBACK_TURNS = 50  # feedback is given on recent answers; older ones are counted unmatched
-
-# (bot id, reaction) → submissions; the metrics module can export this as a labelled counter.
-FEEDBACK_COUNTS: Counter[tuple[str, str]] = Counter()
+# Called with (bot id, reaction) for every recorded submission; relay.ops.metrics attaches here.
+ON_FEEDBACK: list[Callable[[str, str], None]] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,29 +35,14 @@ class FeedbackEvent:
     user_aad_id: str | None
 
 
-def delivered_ids(delivery: dict[str, object]) -> set[str]:
-    """Every Teams activity id a turn's delivery record says it sent."""
-    raw = delivery.get("activity_ids")
-    ids = {str(i) for i in raw if i} if isinstance(raw, list) else set()
-    stream_id = delivery.get("stream_id")
-    if isinstance(stream_id, str) and stream_id:
-        ids.add(stream_id)
-    return ids
-
-
 class FeedbackRecorder:
     """Finds the rated turn and records the feedback; never raises."""
 
-    def __init__(self, store: Store, *, lookback: int = LOOKBACK_TURNS) -> None:
+    def __init__(self, store: Store) -> None:
         self._store = store
-        self._lookback = lookback
 
     async def find_turn(self, ref: ConversationRef, activity_id: str) -> Turn | None:
-        turns = await self._store.conversation_turns(ref.bot_id, ref.conversation_id)
-        for turn in reversed(turns[-self._lookback :]):
-            if activity_id in delivered_ids(await self._store.get_delivery(turn.turn_id)):
-                return turn
-        return None
+        return await self._store.find_delivered_turn(ref.bot_id, ref.conversation_id, activity_id)
 
     async def record(self, event: FeedbackEvent) -> Turn | None:
         turn = None
@@ -67,7 +51,8 @@ class FeedbackRecorder:
                 turn = await self.find_turn(event.ref, event.reply_to_id)
             except Exception:  # a store hiccup must not lose the count
                 log.exception("feedback: could not look up the rated message")
-        FEEDBACK_COUNTS[(event.ref.bot_id, event.reaction)] += 1
+        for hook in list(ON_FEEDBACK):
+            hook(event.ref.bot_id, event.reaction)
         log.info(
             "feedback %s on message %s: bot %s session %s turn %s (comment: %d chars)",
             event.reaction,

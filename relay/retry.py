@@ -49,6 +49,9 @@ NEO = RetryPolicy("neo", attempts=5, base=0.5, cap=8.0)
 TEAMS = RetryPolicy("teams", attempts=6, base=1.0, cap=16.0)
 # Attachment downloads from Teams / SharePoint (a GET; a turn should not wait long on a file).
 DOWNLOAD = RetryPolicy("download", attempts=3, base=0.5, cap=4.0)
+# The install greeting: whole rounds of TEAMS retries, for an outage longer than one round; the
+# greeting is a courtesy, so a few rounds, then the claim is given back (relay.commands).
+GREETING = RetryPolicy("greeting", attempts=3, base=30.0, cap=120.0)
 # Bot token acquisition from Entra.
 TOKEN = RetryPolicy("token", attempts=4, base=1.0, cap=8.0)
 

@@ -115,3 +115,22 @@ def test_names_and_paths_agree_across_the_manifests(tmp_path: Path) -> None:
     assert bots, "the example registry holds no bot"
     for key in ("NEO_API_KEY", "RELAY_DATABASE_URL"):
         assert key not in env, f"{key} must come from the Secret, not a literal"
+
+
+def test_metrics_are_scraped_on_their_own_port_which_only_prometheus_reaches() -> None:
+    docs = _docs()
+    template = docs["Deployment"]["spec"]["template"]
+    [container] = template["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert int(env["RELAY_METRICS_PORT"]) == ports["metrics"] != ports["http"]
+    assert template["metadata"]["annotations"]["prometheus.io/port"] == str(ports["metrics"])
+    # The Service (what the ingress points at) never routes the metrics port...
+    assert [p["targetPort"] for p in docs["Service"]["spec"]["ports"]] == ["http"]
+    # ...and the NetworkPolicy lets only the monitoring namespace reach it.
+    rules = docs["NetworkPolicy"]["spec"]["ingress"]
+    [metrics_rule] = [r for r in rules if any(p["port"] == "metrics" for p in r["ports"])]
+    assert metrics_rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+    assert all("from" not in r for r in rules if r is not metrics_rule)  # the public port

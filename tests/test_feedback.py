@@ -8,9 +8,15 @@ from typing import Any
 
 import pytest
 
+from relay.app import METRICS
 from relay.domain import BotId, ConversationId
-from relay.feedback import FEEDBACK_COUNTS
 from tests.fakes.harness import BOT_A, Harness, answer_script
+
+
+def _count(h: Harness, reaction: str) -> float:
+    """``relay_feedback_total{reaction=...}`` as this relay's /metrics would show it."""
+    registry = h.app[METRICS].registry
+    return registry.get_sample_value("relay_feedback_total", {"reaction": reaction}) or 0.0
 
 
 def _feedback(
@@ -52,16 +58,14 @@ async def test_feedback_gets_an_empty_200_and_is_recorded_with_its_turn(
     store = h.components.store
     [turn] = await store.conversation_turns(BotId(BOT_A.app_id), ConversationId(conv))
     neo_calls = len(h.neo.requests)
-    before = FEEDBACK_COUNTS[(BOT_A.app_id, "dislike")]
+    before = _count(h, "dislike")
 
     caplog.set_level(logging.INFO, logger="relay.feedback")
     act = _feedback(h, conv, kind, answer_id, f"f:fb-{kind}", reaction="dislike")
     resp = await h.deliver(act, bot=BOT_A)
     assert resp.status == 200
     assert await resp.text() == ""  # a non-empty body makes Teams answer 400 (§6.4)
-    await h.wait_for(
-        lambda: FEEDBACK_COUNTS[(BOT_A.app_id, "dislike")] == before + 1, what="the count"
-    )
+    await h.wait_for(lambda: _count(h, "dislike") == before + 1, what="the count")
     [line] = [r.getMessage() for r in caplog.records if r.name == "relay.feedback"]
     assert turn.turn_id in line
     assert turn.session_id in line
@@ -70,7 +74,8 @@ async def test_feedback_gets_an_empty_200_and_is_recorded_with_its_turn(
     # A re-delivery is counted once; nothing was forwarded to Neo (it documents no such API).
     assert (await h.deliver(act, bot=BOT_A)).status == 200
     await h.wait_idle()
-    assert FEEDBACK_COUNTS[(BOT_A.app_id, "dislike")] == before + 1
+    assert _count(h, "dislike") == before + 1
+    assert _count(h, "like") == 0
     assert len(h.neo.requests) == neo_calls
     assert len(h.teams.messages(conv)) == 1  # and nothing said in the chat
 
@@ -80,9 +85,9 @@ async def test_feedback_on_an_unknown_message_is_still_acknowledged(
 ) -> None:
     h = harness
     caplog.set_level(logging.INFO, logger="relay.feedback")
-    before = FEEDBACK_COUNTS[(BOT_A.app_id, "like")]
+    before = _count(h, "like")
     resp = await h.deliver(_feedback(h, "a:conv-none", "personal", "123", "f:fb-x"), bot=BOT_A)
     assert resp.status == 200
     assert await resp.text() == ""
-    await h.wait_for(lambda: FEEDBACK_COUNTS[(BOT_A.app_id, "like")] == before + 1, what="count")
+    await h.wait_for(lambda: _count(h, "like") == before + 1, what="count")
     assert any("turn None" in r.getMessage() for r in caplog.records)

@@ -13,19 +13,23 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
+import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from relay.domain import BotId, Turn
 from relay.errors import InboundError
 from relay.teams.inbound import Ignored, parse_activity, to_turn
-from tests.fakes.harness import BOT_A, Harness, close_harness, make_harness
+from tests.fakes.harness import BOT_A, Harness, answer_script, close_harness, make_harness
 
 FUZZ = settings(
     max_examples=200,
@@ -253,3 +257,155 @@ def test_a_huge_chunked_body_is_refused_without_buffering_it(live: _Live) -> Non
             return 413  # the relay may close the connection once it has seen enough
 
     assert live.runner.run(go()) == 413
+
+
+# -- a seeded mutator: 1,000+ hostile activities behind valid tokens (issue 16) -----------------
+
+SEED = 16
+FUZZ_COUNT = 1200
+# Placeholders swapped for raw JSON after json.dumps: nesting too deep to serialise normally.
+DEEP = "__deep__"
+
+
+class _Trap:
+    """A loopback host outside every allow-list: any request reaching it is a leak."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        async def record(request: web.Request) -> web.Response:
+            self.requests.append(f"{request.method} {request.path_qs}")
+            return web.json_response({"id": "trap"}, status=201)
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", record)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+class _Tracebacks(logging.Handler):
+    """Collects every log record carrying an exception (a traceback in the logs)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info or record.levelno >= logging.ERROR:
+            self.records.append(record)
+
+
+def _hostile_values(trap: str, rng: random.Random) -> list[Any]:
+    return [
+        None, True, 0, -1, 2**70, 1.5, [], {}, [None], {"id": None}, "", " ", "\t",
+        "x" * rng.choice([300, 5_000, 12_000]), "\ud800", "a\udc00b", "\ud83d\ude00",
+        "..", ".", "/", "a/b", "%2e%2e", "../../v3/activities", "a\x00b", "\n", "🙂" * 40,
+        "http://169.254.169.254/latest/meta-data/", "file:///etc/passwd", "javascript:alert(1)",
+        "https://contoso.trafficmanager.net/", "https://smba.trafficmanager.net.evil.test/",
+        "https://user:pw@smba.trafficmanager.net/", "https://[::1]:99999/", "ftp://x/",
+        trap, f"{trap}/v3/attachments/1/views/original", "msteams", "webchat", "directline",
+        DEEP,
+    ]  # fmt: skip
+
+
+FUZZ_PATHS: list[list[str]] = [[k] for k in ACTIVITY_KEYS] + [
+    ["conversation", "id"], ["conversation", "conversationType"], ["conversation", "tenantId"],
+    ["recipient", "id"], ["from", "id"], ["from", "aadObjectId"], ["from", "name"],
+    ["channelData", "tenant"], ["channelData", "tenant", "id"], ["value", "actionValue"],
+]  # fmt: skip
+
+
+def _mutant(base: dict[str, Any], trap: str, rng: random.Random) -> bytes:
+    body = copy.deepcopy(base)
+    body["id"] = f"fuzz-{rng.getrandbits(48)}"  # most mutants are new activities, not dupes
+    body["conversation"]["id"] = f"a:fuzz-{rng.randrange(200)}"  # served side by side
+    if rng.random() < 0.3:
+        body["type"] = rng.choice(["invoke", "installationUpdate", "conversationUpdate"])
+        body.update(name="message/submitAction", action="add", membersAdded=[body["recipient"]])
+    if rng.random() < 0.2:  # an inline image whose URL goes somewhere it must not
+        body["attachments"] = [{"contentType": "image/png", "contentUrl": f"{trap}/img"}]
+    values = _hostile_values(trap, rng)
+    muts = [
+        (rng.choice(FUZZ_PATHS), "__delete__" if rng.random() < 0.15 else rng.choice(values))
+        for _ in range(rng.randint(1, 4))
+    ]
+    # ensure_ascii: a lone surrogate goes on the wire as the escape "\ud800".
+    raw = json.dumps(_mutate(body, muts))
+    depth = rng.choice([40, 300, 1_500, 5_000])
+    deep = "[" * depth + "]" * depth if rng.random() < 0.5 else '{"a":' * depth + "1" + "}" * depth
+    return raw.replace(json.dumps(DEEP), deep).encode()
+
+
+async def test_a_thousand_hostile_activities_behind_valid_tokens(tmp_path: Path) -> None:
+    """Wrong types, missing fields, deep nesting, lone surrogates, huge strings, hostile
+    serviceUrls and ids: every one answered 2xx/4xx within seconds, no traceback logged, no call
+    outside the allow-lists, and a normal message afterwards is answered."""
+    trap = _Trap()
+    await trap.start()
+    h = await make_harness(tmp_path)
+    tracebacks = _Tracebacks()
+    logging.getLogger().addHandler(tracebacks)
+    try:
+        # Only the Teams emulator's own origin may receive a reply (and so the bot token); no file
+        # host on this machine is allowed at all.
+        await h.stop_relay()
+        h.settings = h.settings.model_copy(
+            update={
+                "service_url_allowlist": (h.service_url,),
+                "file_download_allowlist": ("*.sharepoint.com",),
+            }
+        )
+        await h.start_relay()
+        h.neo.script = answer_script
+        rng = random.Random(SEED)
+        base = _base_activity(h.service_url)
+        statuses: dict[int, int] = {}
+        slowest = 0.0
+        assert h.http is not None
+        began = time.monotonic()
+        for _ in range(FUZZ_COUNT):
+            data = _mutant(base, trap.url, rng)
+            try:
+                service_url = json.loads(data).get("serviceUrl")
+            except (ValueError, RecursionError, AttributeError):
+                service_url = None
+            # Bot Framework signs the serviceUrl into the token; one of 12,000 characters would
+            # make a header no real channel sends (the relay refuses such a URL with 400 anyway).
+            signed = service_url if isinstance(service_url, str) and len(service_url) < 2048 else ""
+            token = h.issuer.sign(BOT_A.app_id, signed or h.service_url)
+            headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+            started = time.monotonic()
+            async with h.http.post(f"{h.relay_url}/api/messages", data=data, headers=headers) as r:
+                await r.read()
+                statuses[r.status] = statuses.get(r.status, 0) + 1
+            slowest = max(slowest, time.monotonic() - started)
+        print(f"\nfuzz requests done in {time.monotonic() - began:.1f}s")
+        await h.wait_idle(90)
+
+        print(f"\nseeded fuzz statuses: {dict(sorted(statuses.items()))}, slowest {slowest:.2f}s")
+        assert sum(statuses.values()) == FUZZ_COUNT
+        assert all(200 <= s < 300 or 400 <= s < 500 for s in statuses), statuses
+        assert {400, 403} <= set(statuses)  # the hostile ones were refused...
+        assert statuses.get(200, 0) > 50  # ...and plenty of mutants were still served
+        assert slowest < 5.0
+        assert trap.requests == []
+        assert [r.getMessage() for r in tracebacks.records] == []
+
+        conv = "a:after-seeded-fuzz"
+        assert (
+            await h.deliver(h.activity(BOT_A, "still fine?", conversation_id=conv), bot=BOT_A)
+        ).status == 200
+        await h.wait_for(lambda: bool(h.teams.messages(conv)), 10, "an answer")
+    finally:
+        logging.getLogger().removeHandler(tracebacks)
+        await close_harness(h)
+        await trap.stop()

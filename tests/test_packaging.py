@@ -109,7 +109,7 @@ def test_the_installed_wheel_serves_and_stops_cleanly(installed: Path, tmp_path:
         [str(bindir / "pip"), "check"], capture_output=True, text=True, timeout=60
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    port = _free_port()
+    port, metrics_port = _free_port(), _free_port()
     env = {
         "PATH": f"{bindir}:/usr/bin:/bin",
         "HOME": str(tmp_path),
@@ -118,6 +118,7 @@ def test_the_installed_wheel_serves_and_stops_cleanly(installed: Path, tmp_path:
         "NEO_API_BASE_URL": "http://127.0.0.1:9",  # never called: no turn is sent
         "RELAY_HOST": "127.0.0.1",
         "RELAY_PORT": str(port),
+        "RELAY_METRICS_PORT": str(metrics_port),
         "RELAY_DATABASE_URL": f"sqlite:///{tmp_path / 'relay.db'}",
         "RELAY_LOG_FORMAT": "json",
     }
@@ -145,8 +146,12 @@ def test_the_installed_wheel_serves_and_stops_cleanly(installed: Path, tmp_path:
             time.sleep(0.2)
         assert _get(f"{base}/healthz") == (200, {"status": "ok"})
         assert _get(f"{base}/readyz") == (200, {"status": "ready"})
-        with urllib.request.urlopen(f"{base}/metrics", timeout=2) as resp:  # noqa: S310
+        metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+        with urllib.request.urlopen(metrics, timeout=2) as resp:
             assert b"relay_turns_total" in resp.read()
+        with pytest.raises(urllib.error.HTTPError) as public:  # never on the public port
+            urllib.request.urlopen(f"{base}/metrics", timeout=2)  # noqa: S310
+        assert public.value.code == 404
         # The image's own HEALTHCHECK command, run with the installed interpreter.
         health = json.loads(_dockerfile_instruction("HEALTHCHECK")[0].split("CMD", 1)[1])
         probe = subprocess.run(

@@ -209,6 +209,7 @@ class DemoEnvironment:
                 "RELAY_LOGIN_CA_FILE": issuer.ca_file,
             }
         )
+        env.setdefault("RELAY_METRICS_PORT", "0")  # never clash with a relay already on 9464
         return env
 
     async def start(self) -> DemoInfo:

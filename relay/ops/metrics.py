@@ -30,7 +30,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from relay import retry
+from relay import feedback, retry
 from relay.domain import Reply, Turn, TurnState
 from relay.errors import AmbiguousError
 from relay.ops.logs import turn_context
@@ -144,6 +144,12 @@ class RelayMetrics:
             ["policy", "kind"],
             registry=r,
         )
+        self.feedback = Counter(
+            "relay_feedback",
+            "Thumbs up/down submissions on answers, by reaction (like, dislike, other)",
+            ["reaction"],
+            registry=r,
+        )
         self.store_seconds = Histogram(
             "relay_store_seconds",
             "Store call latency by operation",
@@ -196,6 +202,19 @@ class RelayMetrics:
     def detach_retries(self) -> None:
         if self._on_retry in retry.ON_RETRY:
             retry.ON_RETRY.remove(self._on_retry)
+
+    def attach_feedback(self) -> None:
+        """Count feedback recorded by this app's tasks (relay.feedback.ON_FEEDBACK)."""
+        feedback.ON_FEEDBACK.append(self._on_feedback)
+
+    def detach_feedback(self) -> None:
+        if self._on_feedback in feedback.ON_FEEDBACK:
+            feedback.ON_FEEDBACK.remove(self._on_feedback)
+
+    def _on_feedback(self, bot_id: str, reaction: str) -> None:
+        owner = _active.get()
+        if owner is None or owner is self:
+            self.feedback.labels(reaction if reaction in ("like", "dislike") else "other").inc()
 
     def _on_retry(self, policy: retry.RetryPolicy, error: BaseException) -> None:
         owner = _active.get()

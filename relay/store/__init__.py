@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from relay.errors import ConfigError
 from relay.store.base import Store
+from relay.store.lifecycle import DEFAULT_RETENTION
 from relay.store.redis import RedisStore
 from relay.store.sqlite import SqliteStore
 
@@ -18,7 +19,7 @@ _KEY = "RELAY_DATABASE_URL"
 _SQLITE_PREFIX = "sqlite:///"
 
 
-def open_store(database_url: str) -> Store:
+def open_store(database_url: str, *, retention: float = DEFAULT_RETENTION) -> Store:
     """The store a URL names, not yet opened: the caller awaits ``open()`` (and ``close()``).
 
     - ``sqlite:///relative/path.db`` — relative to the working directory;
@@ -27,7 +28,9 @@ def open_store(database_url: str) -> Store:
     - ``redis://[user:password@]host[:port][/db][?prefix=relay:]`` (``rediss://`` for TLS) —
       shared by several replicas; keys start with ``prefix`` (default ``relay:``).
 
-    Anything else raises ``ConfigError`` naming ``RELAY_DATABASE_URL``.
+    ``retention`` is how long finished turns, claims and idle sessions are kept
+    (``RELAY_RETENTION``, ``relay.store.lifecycle``). Anything else raises ``ConfigError`` naming
+    ``RELAY_DATABASE_URL``.
     """
     url = database_url.strip()
     scheme, sep, _ = url.partition("://")
@@ -35,7 +38,7 @@ def open_store(database_url: str) -> Store:
     if not sep:
         raise ConfigError(_KEY, "expected a URL such as sqlite:///var/relay.db")
     if scheme in ("redis", "rediss"):
-        return RedisStore.from_url(url)
+        return RedisStore.from_url(url, retention=retention)
     if scheme != "sqlite":
         raise ConfigError(_KEY, f"unsupported scheme {scheme!r} (use sqlite:///path or redis://)")
     if url[: len(_SQLITE_PREFIX)].lower() != _SQLITE_PREFIX:
@@ -47,4 +50,4 @@ def open_store(database_url: str) -> Store:
     if "?" in path or "#" in path:
         # SQLAlchemy-style options would otherwise silently become part of the file name.
         raise ConfigError(_KEY, "sqlite URL options (?...) are not supported")
-    return SqliteStore(path)
+    return SqliteStore(path, retention=retention)

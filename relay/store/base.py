@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from relay.domain import BotId, ConversationId, EventId, SessionRecord, Turn, TurnId
+from relay.store.lifecycle import Erased
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,3 +200,32 @@ class Store(Protocol):
         self, bot_id: BotId, conversation_id: ConversationId, name: str
     ) -> dict[str, Any] | None:
         """The conversation's note ``name``, or None if it was never written (or expired)."""
+
+    # -- retention and erasure (relay.store.lifecycle: issue 16's block) ----------------------
+
+    async def release_claim(self, key: str) -> None:
+        """Give a ``claim_once`` claim back at once (the claimed work failed); no error if none."""
+
+    async def find_delivered_turn(
+        self, bot_id: BotId, conversation_id: ConversationId, activity_id: str
+    ) -> Turn | None:
+        """The finished turn that sent Teams activity ``activity_id`` (feedback's lookup), if any.
+
+        Indexed when the turn reaches a final state; a final ``save_turn`` also clears the turn's
+        text and files and drops the answer text from its delivery record.
+        """
+
+    async def prune(self, *, batch: int = 500) -> Erased:
+        """Delete finished turns, claims and session mappings older than the retention period.
+
+        Unfinished turns are never deleted. Backends whose records expire by themselves (Redis
+        TTLs) may have nothing to do here.
+        """
+
+    async def forget_conversation(
+        self, conversation_id: ConversationId, bot_id: BotId | None = None
+    ) -> Erased:
+        """Delete everything held about a conversation (of ``bot_id``, or of every bot)."""
+
+    async def forget_user(self, aad_object_id: str) -> Erased:
+        """Delete a person's turns, and their 1:1 conversations with every bot entirely."""

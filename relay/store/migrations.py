@@ -70,9 +70,8 @@ MIGRATIONS: Final[list[tuple[int, str]]] = [
         ALTER TABLE turns ADD COLUMN command TEXT;
         """,
     ),
-    # Numbered 13 (issue 13's block) so migrations added in parallel elsewhere can slot below it.
     (
-        13,
+        3,
         """
         -- Store.merge_note: small JSON records per conversation (the approvals shown in it, how
         -- the last turn's tail ended). `expires_at` lets open() drop stale ones.
@@ -84,6 +83,27 @@ MIGRATIONS: Final[list[tuple[int, str]]] = [
             expires_at      REAL NOT NULL,
             PRIMARY KEY (bot_id, conversation_id, name)
         );
+        """,
+    ),
+    (
+        4,
+        """
+        -- Retention (relay.store.sqlite_lifecycle): finished turns are deleted by age, so the
+        -- sweep asks for (state, updated_at); this index also serves the unfinished-turns query.
+        CREATE INDEX turns_by_state_age ON turns (state, updated_at);
+        DROP INDEX turns_by_state;
+        -- A claim older than the retention period goes too, whatever its own TTL.
+        ALTER TABLE claims ADD COLUMN created_at REAL NOT NULL DEFAULT 0;
+        -- Feedback names the rated Teams message; this maps it to its turn in one lookup. Rows
+        -- go with their turn (retention, relay forget) through the foreign key.
+        CREATE TABLE delivered_activities (
+            bot_id          TEXT NOT NULL,
+            conversation_id TEXT NOT NULL,
+            activity_id     TEXT NOT NULL,
+            turn_id         TEXT NOT NULL REFERENCES turns (turn_id) ON DELETE CASCADE,
+            PRIMARY KEY (bot_id, conversation_id, activity_id)
+        );
+        CREATE INDEX delivered_by_turn ON delivered_activities (turn_id);
         """,
     ),
 ]

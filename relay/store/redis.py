@@ -24,23 +24,26 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 from relay.domain import (
-    ActivityId,
     BotId,
     ConversationId,
-    ConversationRef,
     EventId,
-    InboundFile,
-    ModelTier,
     SessionId,
     SessionRecord,
     Turn,
     TurnId,
-    TurnState,
-    User,
 )
 from relay.errors import ConfigError, LeaseLost
+from relay.store import redis_lifecycle as lifecycle
+from relay.store import redis_rows as codec
 from relay.store import redis_scripts as lua
 from relay.store.base import NOTE_TTL_SECONDS, Fence, current_fence
+from relay.store.lifecycle import (
+    DEFAULT_RETENTION,
+    Erased,
+    delivered_ids,
+    final_delivery,
+    scrub_finished,
+)
 
 DEFAULT_PREFIX = "relay:"
 _KEY = "RELAY_DATABASE_URL"
@@ -68,18 +71,25 @@ class RedisStore:
     """The ``Store`` protocol on Redis; every key starts with ``prefix``."""
 
     def __init__(
-        self, url: str, *, prefix: str = DEFAULT_PREFIX, clock: Callable[[], float] = time.time
+        self,
+        url: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        clock: Callable[[], float] = time.time,
+        retention: float = DEFAULT_RETENTION,
     ) -> None:
         self._url = url
         self.prefix = prefix
+        self.retention = retention  # the TTL of finished turns, idle sessions and claims
+        self._ttl_ms = codec.ms(retention)
         self._clock = clock  # wall clock: turn and session timestamps outlive the process
         self._client: aioredis.Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
 
     @classmethod
-    def from_url(cls, url: str) -> RedisStore:
+    def from_url(cls, url: str, *, retention: float = DEFAULT_RETENTION) -> RedisStore:
         client_url, prefix = parse_redis_url(url)
-        return cls(client_url, prefix=prefix)
+        return cls(client_url, prefix=prefix, retention=retention)
 
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self.prefix!r})"  # never the URL: it may hold a password
@@ -175,8 +185,8 @@ class RedisStore:
         keys = [self._k("turn", turn.turn_id), self._k("seq"), conv, open_, self._k("unfinished")]
         args = [
             turn.turn_id,
-            _dumps(_fixed(turn)),
-            _dumps(_mutable(turn)),
+            codec.dumps(codec.fixed(turn)),
+            codec.dumps(codec.mutable(turn)),
             turn.state.value,
             "1" if turn.state.is_final else "0",
             repr(created_at),
@@ -189,21 +199,34 @@ class RedisStore:
 
     async def get_turn(self, turn_id: TurnId) -> Turn | None:
         data = await self._hgetall(self._k("turn", turn_id))
-        return _to_turn(data) if data else None
+        return codec.to_turn(data) if data else None
 
     async def save_turn(self, turn: Turn, *, fence: Fence | None = None) -> None:
         now = self._clock()
         lease, token = self._fence_args(fence)
-        _, open_ = self._conv_keys(turn.bot_id, turn.conversation_id)
-        keys = [lease, self._k("turn", turn.turn_id), open_, self._k("unfinished")]
+        conv, open_ = self._conv_keys(turn.bot_id, turn.conversation_id)
+        session = self._k("session", turn.bot_id, turn.conversation_id)
+        keys = [lease, self._k("turn", turn.turn_id), open_, self._k("unfinished"), conv, session]
         args = [
             token,
             turn.turn_id,
-            _dumps(_mutable(turn)),
+            codec.dumps(codec.mutable(turn)),
             turn.state.value,
             "1" if turn.state.is_final else "0",
             repr(now),
         ]
+        if turn.state.is_final:
+            # Recovery is over: keep only what feedback needs, and let it all expire (lifecycle).
+            scrub_finished(turn)
+            delivery = await self.get_delivery(turn.turn_id)
+            ids = sorted(delivered_ids(delivery))
+            keys += [self._msg_key(turn.bot_id, turn.conversation_id, i) for i in ids]
+            args += [
+                str(self._ttl_ms),
+                codec.dumps(codec.fixed(turn)),
+                codec.dumps(final_delivery(delivery)),
+                self._k("turn", ""),
+            ]
         if self._checked(await self._run("SAVE_TURN", keys, args), fence) == 0:
             raise KeyError(turn.turn_id)
         turn.updated_at = now
@@ -215,7 +238,7 @@ class RedisStore:
             for turn_id in turn_ids:
                 pipe.hgetall(self._k("turn", turn_id))
             rows: list[dict[str, str]] = await pipe.execute()
-        return [_to_turn(row) for row in rows if row]
+        return [codec.to_turn(row) for row in rows if row]
 
     async def unfinished_turns(self, limit: int = 1000) -> list[Turn]:
         ids = await self._zrange(self._k("unfinished"), limit)
@@ -240,7 +263,8 @@ class RedisStore:
     ) -> None:
         lease, token = self._fence_args(fence)
         keys = [lease, self._k("turn", turn_id)]
-        if self._checked(await self._run("SAVE_DELIVERY", keys, [token, _dumps(data)]), fence) == 0:
+        args = [token, codec.dumps(data), codec.dumps(final_delivery(data)), codec.FINAL_STATES]
+        if self._checked(await self._run("SAVE_DELIVERY", keys, args), fence) == 0:
             raise KeyError(turn_id)
 
     async def get_delivery(self, turn_id: TurnId) -> dict[str, Any]:
@@ -277,6 +301,7 @@ class RedisStore:
             "1" if rec.show_progress else "0",
             repr(rec.created_at or now),
             repr(now),
+            str(self._ttl_ms),
         ]
         self._checked(await self._run("PUT_SESSION", keys, args), fence)
         rec.updated_at = now
@@ -298,22 +323,49 @@ class RedisStore:
     ) -> None:
         lease, token = self._fence_args(fence)
         keys = [lease, self._k("session", bot_id, conversation_id)]
-        args = [token, last_event_id, repr(self._clock())]
+        args = [token, last_event_id, repr(self._clock()), str(self._ttl_ms)]
         self._checked(await self._run("SET_SESSION_CURSOR", keys, args), fence)
+
+    # -- retention and erasure: relay.store.lifecycle, relay.store.redis_lifecycle --------------
+
+    def _msg_key(self, bot_id: str, conversation_id: str, activity_id: str) -> str:
+        return self._k("msg", bot_id, lifecycle.conversation_digest(conversation_id), activity_id)
+
+    async def release_claim(self, key: str) -> None:
+        await self._redis.delete(self._k("claim", key))
+
+    async def find_delivered_turn(
+        self, bot_id: BotId, conversation_id: ConversationId, activity_id: str
+    ) -> Turn | None:
+        turn_id = await self._redis.get(self._msg_key(bot_id, conversation_id, activity_id))
+        return await self.get_turn(TurnId(str(turn_id))) if turn_id else None
+
+    async def prune(self, *, batch: int = 500) -> Erased:
+        return Erased()  # every key the relay writes expires by itself (TTLs set above)
+
+    async def forget_conversation(
+        self, conversation_id: ConversationId, bot_id: BotId | None = None
+    ) -> Erased:
+        r, prefix = self._redis, self.prefix
+        return await lifecycle.forget_conversation(r, prefix, conversation_id, bot_id)
+
+    async def forget_user(self, aad_object_id: str) -> Erased:
+        return await lifecycle.forget_user(self._redis, self.prefix, aad_object_id)
 
     # -- one-shot claims and leases ------------------------------------------------------------
 
     async def claim_once(self, key: str, ttl_seconds: float) -> bool:
-        ok = await self._redis.set(self._k("claim", key), "1", nx=True, px=_ms(ttl_seconds))
+        ttl = codec.ms(min(ttl_seconds, self.retention))  # no claim outlives the retention period
+        ok = await self._redis.set(self._k("claim", key), "1", nx=True, px=ttl)
         return bool(ok)
 
     async def acquire_lease(self, key: str, owner: str, ttl_seconds: float) -> int | None:
         keys = [self._k("lease", key), self._k("lease-token")]
-        token = await self._run("ACQUIRE_LEASE", keys, [owner, _ms(ttl_seconds)])
+        token = await self._run("ACQUIRE_LEASE", keys, [owner, codec.ms(ttl_seconds)])
         return int(token) if token is not None else None
 
     async def renew_lease(self, key: str, owner: str, token: int, ttl_seconds: float) -> bool:
-        args = [owner, str(token), _ms(ttl_seconds)]
+        args = [owner, str(token), codec.ms(ttl_seconds)]
         return int(await self._run("RENEW_LEASE", [self._k("lease", key)], args)) == 1
 
     async def release_lease(self, key: str, owner: str, token: int) -> None:
@@ -322,7 +374,7 @@ class RedisStore:
     # -- conversation notes (issue 13's block) --------------------------------------------------
 
     def _note_key(self, bot_id: BotId, conversation_id: ConversationId, name: str) -> str:
-        return self._k("note", bot_id, conversation_id, name)
+        return self._k("note", bot_id, lifecycle.conversation_digest(conversation_id), name)
 
     async def merge_note(
         self,
@@ -332,7 +384,7 @@ class RedisStore:
         fields: dict[str, Any],
     ) -> dict[str, Any]:
         key = self._note_key(bot_id, conversation_id, name)
-        present = {k: _dumps(v) for k, v in fields.items() if v is not None}
+        present = {k: codec.dumps(v) for k, v in fields.items() if v is not None}
         absent = [k for k, v in fields.items() if v is None]
         # MULTI/EXEC: the write and the read are one atomic step, one field per hash entry.
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -341,7 +393,7 @@ class RedisStore:
             if absent:
                 pipe.hdel(key, *absent)
             pipe.hgetall(key)
-            pipe.pexpire(key, _ms(NOTE_TTL_SECONDS))
+            pipe.pexpire(key, codec.ms(min(NOTE_TTL_SECONDS, self.retention)))
             results = await pipe.execute()
         return _note(cast(dict[str, str], results[-2]))
 
@@ -354,79 +406,3 @@ class RedisStore:
 
 def _note(row: dict[str, str]) -> dict[str, Any]:
     return {k: json.loads(v) for k, v in row.items()}
-
-
-# -- Turn <-> hash -------------------------------------------------------------------------------
-
-
-def _ms(seconds: float) -> int:
-    return max(1, int(seconds * 1000))
-
-
-def _fixed(turn: Turn) -> dict[str, Any]:
-    """The fields fixed at ``add_turn`` (``save_turn`` never rewrites them)."""
-    return {
-        "turn_id": turn.turn_id,
-        "ref": turn.ref.to_json(),
-        "activity_id": turn.activity_id,
-        "user": {
-            "id": turn.user.id,
-            "aad_object_id": turn.user.aad_object_id,
-            "name": turn.user.name,
-        },
-        "text": turn.text,
-        "model_tier": turn.model_tier.value,
-        "files": [
-            {"url": f.url, "content_type": f.content_type, "name": f.name, "bot": f.needs_bot_token}
-            for f in turn.files
-        ],
-        "command": turn.command,
-    }
-
-
-def _mutable(turn: Turn) -> dict[str, Any]:
-    return {
-        "state": turn.state.value,
-        "session_id": turn.session_id,
-        "since_cursor": turn.since_cursor,
-        "chat_turn_id": turn.chat_turn_id,
-        "last_event_id": turn.last_event_id,
-        "attempts": turn.attempts,
-        "error": turn.error,
-    }
-
-
-def _to_turn(row: dict[str, str]) -> Turn:
-    fixed, mut = json.loads(row["fixed"]), json.loads(row["mut"])
-    user = fixed["user"]
-    return Turn(
-        turn_id=TurnId(fixed["turn_id"]),
-        ref=ConversationRef.from_json(fixed["ref"]),
-        activity_id=ActivityId(fixed["activity_id"]),
-        user=User(id=user["id"], aad_object_id=user.get("aad_object_id"), name=user.get("name")),
-        text=fixed["text"],
-        model_tier=ModelTier(fixed["model_tier"]),
-        files=[
-            InboundFile(
-                url=f["url"],
-                content_type=f["content_type"],
-                name=f.get("name"),
-                needs_bot_token=bool(f.get("bot")),
-            )
-            for f in fixed["files"]
-        ],
-        command=fixed.get("command"),
-        state=TurnState(mut["state"]),
-        session_id=SessionId(mut["session_id"]) if mut["session_id"] else None,
-        since_cursor=EventId(mut["since_cursor"]) if mut["since_cursor"] else None,
-        chat_turn_id=mut["chat_turn_id"],
-        last_event_id=EventId(mut["last_event_id"]) if mut["last_event_id"] else None,
-        attempts=int(mut["attempts"]),
-        error=mut["error"],
-        created_at=float(row["created_at"]),
-        updated_at=float(row["updated_at"]),
-    )
-
-
-def _dumps(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))

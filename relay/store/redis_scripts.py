@@ -30,6 +30,7 @@ local seq = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], 'seq', seq, 'fixed', ARGV[2], 'mut', ARGV[3], 'state', ARGV[4],
   'created_at', ARGV[6], 'updated_at', ARGV[7], 'delivery', '{}')
 redis.call('ZADD', KEYS[3], seq, ARGV[1])
+redis.call('PERSIST', KEYS[3])  -- a conversation with an unfinished turn never expires
 if ARGV[5] == '0' then
   redis.call('ZADD', KEYS[4], seq, ARGV[1])
   redis.call('ZADD', KEYS[5], seq, ARGV[1])
@@ -37,8 +38,14 @@ end
 return seq
 """
 
-# KEYS: lease, turn, conversation-unfinished zset, unfinished zset.
-# ARGV: token, turn_id, mutable json, state, final ('1'/'0'), updated_at.
+# KEYS: lease, turn, conversation-unfinished zset, unfinished zset, conversation zset, session,
+#   then one feedback-index key per Teams activity the turn sent (final saves only).
+# ARGV: token, turn_id, mutable json, state, final ('1'/'0'), updated_at; final saves add:
+#   retention in ms, fixed json without the text, the delivery record without the answer text,
+#   the prefix of turn keys.
+# A finished turn, its index keys and (once nothing in it is unfinished) its conversation expire
+# after the retention period; the session mapping's expiry is pushed back as well. The oldest
+# members of the conversation zset whose turns already expired are dropped, so it stays bounded.
 SAVE_TURN: Final = (
     _STALE
     + """
@@ -49,6 +56,15 @@ redis.call('HSET', KEYS[2], 'mut', ARGV[3], 'state', ARGV[4], 'updated_at', ARGV
 if ARGV[5] == '1' then
   redis.call('ZREM', KEYS[3], ARGV[2])
   redis.call('ZREM', KEYS[4], ARGV[2])
+  local ttl = ARGV[7]
+  redis.call('HSET', KEYS[2], 'fixed', ARGV[8], 'delivery', ARGV[9])
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  for i = 7, #KEYS do redis.call('SET', KEYS[i], ARGV[2], 'PX', ttl) end
+  if redis.call('EXISTS', KEYS[3]) == 0 then redis.call('PEXPIRE', KEYS[5], ttl) end
+  redis.call('PEXPIRE', KEYS[6], ttl)
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[5], 0, 9)) do
+    if redis.call('EXISTS', ARGV[10] .. id) == 0 then redis.call('ZREM', KEYS[5], id) end
+  end
 else
   redis.call('ZADD', KEYS[3], seq, ARGV[2])
   redis.call('ZADD', KEYS[4], seq, ARGV[2])
@@ -57,19 +73,24 @@ return 1
 """
 )
 
-# KEYS: lease, turn. ARGV: token, delivery json.
+# KEYS: lease, turn. ARGV: token, delivery json, the same without the answer text, the final
+# states (",a,b,"): a finished turn keeps no answer text, even if a sink writes after its end.
 SAVE_DELIVERY: Final = (
     _STALE
     + """
 if stale() then return -1 end
-if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
-redis.call('HSET', KEYS[2], 'delivery', ARGV[2])
+local state = redis.call('HGET', KEYS[2], 'state')
+if not state then return 0 end
+local data = ARGV[2]
+if string.find(ARGV[4], ',' .. state .. ',', 1, true) then data = ARGV[3] end
+redis.call('HSET', KEYS[2], 'delivery', data)
 return 1
 """
 )
 
 # KEYS: lease, session. ARGV: token, session_id, last_event_id ('' = none), show_progress,
-# created_at, updated_at. The creation time survives an upsert that keeps the session id.
+# created_at, updated_at, retention in ms. The creation time survives an upsert that keeps the
+# session id; a mapping idle for the retention period expires (the next message starts afresh).
 PUT_SESSION: Final = (
     _STALE
     + """
@@ -80,6 +101,7 @@ if redis.call('HGET', KEYS[2], 'session_id') == ARGV[2] then
 end
 redis.call('HSET', KEYS[2], 'session_id', ARGV[2], 'last_event_id', ARGV[3],
   'show_progress', ARGV[4], 'created_at', created, 'updated_at', ARGV[6])
+redis.call('PEXPIRE', KEYS[2], ARGV[7])
 return 1
 """
 )
@@ -94,13 +116,15 @@ return 1
 """
 )
 
-# KEYS: lease, session. ARGV: token, last_event_id, updated_at. No-op once the session is gone.
+# KEYS: lease, session. ARGV: token, last_event_id, updated_at, retention in ms. No-op once the
+# session is gone.
 SET_SESSION_CURSOR: Final = (
     _STALE
     + """
 if stale() then return -1 end
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 redis.call('HSET', KEYS[2], 'last_event_id', ARGV[2], 'updated_at', ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return 1
 """
 )

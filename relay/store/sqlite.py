@@ -20,30 +20,33 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from relay.domain import (
-    ActivityId,
     BotId,
     ConversationId,
-    ConversationRef,
     EventId,
-    InboundFile,
-    ModelTier,
     SessionId,
     SessionRecord,
     Turn,
     TurnId,
     TurnState,
-    User,
 )
+from relay.store import sqlite_lifecycle as lifecycle
+from relay.store import sqlite_rows as codec
 from relay.store.base import NOTE_TTL_SECONDS, Fence
 from relay.store.leases import LocalLeases
+from relay.store.lifecycle import (
+    DEFAULT_RETENTION,
+    Erased,
+    final_delivery,
+)
 from relay.store.migrations import MIGRATIONS, split_statements
 
 MEMORY = ":memory:"
 
 _T = TypeVar("_T")
 
-# Compared with `state IN (...)` rather than `NOT IN (final)`, so the turns_by_state index is used.
+# Compared with `state IN (...)`, not `NOT IN (final)`, so the turns_by_state_age index is used.
 _UNFINISHED = tuple(s.value for s in TurnState if not s.is_final)
+_FINAL = tuple(s.value for s in TurnState if s.is_final)
 
 _TURN_COLUMNS = (
     "turn_id, bot_id, conversation_id, activity_id, ref_json, user_json, text, model_tier,"
@@ -66,6 +69,10 @@ _INSERT_TURN = (
 _SELECT_UNFINISHED = (
     f"{_SELECT_TURNS} WHERE state IN ({', '.join('?' * len(_UNFINISHED))}) ORDER BY seq LIMIT ?"
 )
+_SAVE_DELIVERY = (
+    "UPDATE turns SET delivery_json = CASE WHEN state IN"  # noqa: S608
+    f" ({', '.join('?' * len(_FINAL))}) THEN ? ELSE ? END WHERE turn_id = ?"
+)
 
 if [v for v, _ in MIGRATIONS] != sorted({v for v, _ in MIGRATIONS}):
     raise RuntimeError("relay.store.migrations.MIGRATIONS must have strictly increasing versions")
@@ -84,8 +91,10 @@ class SqliteStore:
         *,
         busy_timeout_ms: int = 5000,
         clock: Callable[[], float] = time.time,
+        retention: float = DEFAULT_RETENTION,
     ) -> None:
         self.path = str(path)
+        self.retention = retention  # seconds finished turns and idle sessions are kept
         self._busy_timeout_ms = busy_timeout_ms
         # Wall clock, not monotonic: timestamps and claim expiries outlive the process.
         self._clock = clock
@@ -109,6 +118,8 @@ class SqliteStore:
         db = await aiosqlite.connect(self.path, isolation_level=None)
         try:
             db.row_factory = sqlite3.Row
+            # Before the schema exists: auto_vacuum can only be chosen then (or with a VACUUM).
+            await lifecycle.prepare(db)
             # WAL + synchronous=NORMAL: a commit is in the WAL (the OS page cache) before execute()
             # returns, so it survives the process being killed (kill -9, OOM, crash) — the case
             # invariant 5 is about. It does not fsync per commit, so a power loss (or a kernel
@@ -153,7 +164,7 @@ class SqliteStore:
     async def add_turn(self, turn: Turn) -> bool:
         now = self._clock()
         created_at = turn.created_at or now
-        params = (*_turn_params(turn), created_at, now)
+        params = (*codec.turn_params(turn), created_at, now)
         async with self._conn.execute(_INSERT_TURN, params) as cur:
             inserted = cur.rowcount == 1
         if inserted:
@@ -164,11 +175,13 @@ class SqliteStore:
         sql = f"{_SELECT_TURNS} WHERE turn_id = ?"
         async with self._conn.execute(sql, (turn_id,)) as cur:
             row = await cur.fetchone()
-        return _row_to_turn(row) if row is not None else None
+        return codec.row_to_turn(row) if row is not None else None
 
     async def save_turn(self, turn: Turn, *, fence: Fence | None = None) -> None:
         self._leases.check(fence)
         now = self._clock()
+        if turn.state.is_final:
+            await lifecycle.finish_turn(self._conn, turn)
         sql = (
             "UPDATE turns SET state = ?, session_id = ?, since_cursor = ?, chat_turn_id = ?,"
             " last_event_id = ?, attempts = ?, error = ?, updated_at = ? WHERE turn_id = ?"
@@ -192,7 +205,7 @@ class SqliteStore:
     async def unfinished_turns(self, limit: int = 1000) -> list[Turn]:
         async with self._conn.execute(_SELECT_UNFINISHED, (*_UNFINISHED, limit)) as cur:
             rows = await cur.fetchall()
-        return [_row_to_turn(r) for r in rows]
+        return [codec.row_to_turn(r) for r in rows]
 
     async def conversation_turns(
         self, bot_id: BotId, conversation_id: ConversationId
@@ -200,7 +213,7 @@ class SqliteStore:
         sql = f"{_SELECT_TURNS} WHERE bot_id = ? AND conversation_id = ? ORDER BY seq"
         async with self._conn.execute(sql, (bot_id, conversation_id)) as cur:
             rows = await cur.fetchall()
-        return [_row_to_turn(r) for r in rows]
+        return [codec.row_to_turn(r) for r in rows]
 
     async def unfinished_conversation_turns(
         self, bot_id: BotId, conversation_id: ConversationId, limit: int = 100
@@ -212,7 +225,7 @@ class SqliteStore:
         params = (bot_id, conversation_id, *_UNFINISHED, limit)
         async with self._conn.execute(sql, params) as cur:
             rows = await cur.fetchall()
-        return [_row_to_turn(r) for r in rows]
+        return [codec.row_to_turn(r) for r in rows]
 
     async def save_delivery(
         self, turn_id: TurnId, data: dict[str, Any], *, fence: Fence | None = None
@@ -220,9 +233,9 @@ class SqliteStore:
         self._leases.check(fence)
         # updated_at is left alone: it belongs to the Turn fields, and bumping it here would make
         # the caller's Turn object stale (unequal to get_turn) after every streamed update.
-        sql = "UPDATE turns SET delivery_json = ? WHERE turn_id = ?"
-        params = (_dumps(data), turn_id)
-        async with self._conn.execute(sql, params) as cur:
+        # A finished turn keeps no answer text, even if a sink writes after the end.
+        params = (*_FINAL, codec.dumps(final_delivery(data)), codec.dumps(data), turn_id)
+        async with self._conn.execute(_SAVE_DELIVERY, params) as cur:
             if cur.rowcount != 1:
                 raise KeyError(turn_id)
 
@@ -252,7 +265,7 @@ class SqliteStore:
             bot_id=bot_id,
             conversation_id=conversation_id,
             session_id=SessionId(row["session_id"]),
-            last_event_id=_opt(EventId, row["last_event_id"]),
+            last_event_id=codec.opt(EventId, row["last_event_id"]),
             show_progress=bool(row["show_progress"]),
             created_at=row["created_at"],
             updated_at=row["updated_at"],
@@ -315,11 +328,11 @@ class SqliteStore:
         # One statement: insert, or take over an expired claim; a live claim makes the DO UPDATE's
         # WHERE false, so no row changes and rowcount is 0.
         sql = (
-            "INSERT INTO claims (key, expires_at) VALUES (?, ?)"
-            " ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at"
-            " WHERE claims.expires_at <= ?"
+            "INSERT INTO claims (key, expires_at, created_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at,"
+            " created_at = excluded.created_at WHERE claims.expires_at <= ?"
         )
-        async with self._conn.execute(sql, (key, now + ttl_seconds, now)) as cur:
+        async with self._conn.execute(sql, (key, now + ttl_seconds, now, now)) as cur:
             return cur.rowcount == 1
 
     # -- conversation notes (issue 13's block) --------------------------------------------------
@@ -342,8 +355,9 @@ class SqliteStore:
             " ELSE json_patch(conversation_notes.data_json, ?) END,"
             " expires_at = excluded.expires_at"
         )
-        patch = _dumps(fields)
-        params = (bot_id, conversation_id, name, patch, now + NOTE_TTL_SECONDS, now, patch)
+        patch = codec.dumps(fields)
+        expires = now + min(NOTE_TTL_SECONDS, self.retention)
+        params = (bot_id, conversation_id, name, patch, expires, now, patch)
         async with self._conn.execute(sql, params):
             pass
         return await self.get_note(bot_id, conversation_id, name) or {}
@@ -373,6 +387,33 @@ class SqliteStore:
     async def release_lease(self, key: str, owner: str, token: int) -> None:
         self._leases.release(key, owner, token)
 
+    # -- retention and erasure: relay.store.lifecycle, relay.store.sqlite_lifecycle -------------
+
+    async def release_claim(self, key: str) -> None:
+        async with self._conn.execute("DELETE FROM claims WHERE key = ?", (key,)):
+            pass
+
+    async def find_delivered_turn(
+        self, bot_id: BotId, conversation_id: ConversationId, activity_id: str
+    ) -> Turn | None:
+        turn_id = await lifecycle.delivered_turn_id(
+            self._conn, bot_id, conversation_id, activity_id
+        )
+        return await self.get_turn(TurnId(turn_id)) if turn_id is not None else None
+
+    async def prune(self, *, batch: int = 500) -> Erased:
+        return await lifecycle.prune(
+            self._conn, now=self._clock(), retention=self.retention, batch=batch
+        )
+
+    async def forget_conversation(
+        self, conversation_id: ConversationId, bot_id: BotId | None = None
+    ) -> Erased:
+        return await lifecycle.forget_conversation(self._conn, conversation_id, bot_id)
+
+    async def forget_user(self, aad_object_id: str) -> Erased:
+        return await lifecycle.forget_user(self._conn, aad_object_id)
+
 
 # -- schema --------------------------------------------------------------------------------------
 
@@ -399,83 +440,3 @@ async def _migrate(db: aiosqlite.Connection) -> None:
     except BaseException:
         await db.execute("ROLLBACK")
         raise
-
-
-# -- Turn <-> row --------------------------------------------------------------------------------
-
-
-def _turn_params(turn: Turn) -> tuple[Any, ...]:
-    """Every column of ``_TURN_COLUMNS`` except the two timestamps, in order."""
-    return (
-        turn.turn_id,
-        turn.bot_id,
-        turn.conversation_id,
-        turn.activity_id,
-        _dumps(turn.ref.to_json()),
-        _dumps(_user_to_json(turn.user)),
-        turn.text,
-        turn.model_tier.value,
-        _dumps([_file_to_json(f) for f in turn.files]),
-        turn.state.value,
-        turn.session_id,
-        turn.since_cursor,
-        turn.chat_turn_id,
-        turn.last_event_id,
-        turn.attempts,
-        turn.error,
-        turn.command,
-    )
-
-
-def _row_to_turn(row: sqlite3.Row) -> Turn:
-    user = json.loads(row["user_json"])
-    return Turn(
-        turn_id=TurnId(row["turn_id"]),
-        ref=ConversationRef.from_json(json.loads(row["ref_json"])),
-        activity_id=ActivityId(row["activity_id"]),
-        user=User(id=user["id"], aad_object_id=user.get("aad_object_id"), name=user.get("name")),
-        text=row["text"],
-        model_tier=ModelTier(row["model_tier"]),
-        files=[_file_from_json(f) for f in json.loads(row["files_json"] or "[]")],
-        state=TurnState(row["state"]),
-        session_id=_opt(SessionId, row["session_id"]),
-        since_cursor=_opt(EventId, row["since_cursor"]),
-        chat_turn_id=row["chat_turn_id"],
-        last_event_id=_opt(EventId, row["last_event_id"]),
-        attempts=int(row["attempts"]),
-        error=row["error"],
-        command=row["command"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
-
-
-def _user_to_json(user: User) -> dict[str, Any]:
-    return {"id": user.id, "aad_object_id": user.aad_object_id, "name": user.name}
-
-
-def _file_to_json(f: InboundFile) -> dict[str, Any]:
-    return {
-        "url": f.url,
-        "content_type": f.content_type,
-        "name": f.name,
-        "needs_bot_token": f.needs_bot_token,
-    }
-
-
-def _file_from_json(data: dict[str, Any]) -> InboundFile:
-    return InboundFile(
-        url=data["url"],
-        content_type=data["content_type"],
-        name=data.get("name"),
-        needs_bot_token=bool(data.get("needs_bot_token", False)),
-    )
-
-
-def _opt(kind: Callable[[str], _T], value: str | None) -> _T | None:
-    return kind(value) if value is not None else None
-
-
-def _dumps(data: Any) -> str:
-    # ensure_ascii=False: user text and names stay readable in an operator's sqlite3 shell.
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))

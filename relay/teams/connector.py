@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import aiohttp
 from botbuilder.schema import Activity
+from yarl import URL
 
 from relay.allowlist import HostAllowlist
 from relay.domain import ActivityId, BotId, ConversationRef
@@ -94,22 +95,18 @@ class BotConnector:
         self, ref: ConversationRef, activity: Activity, *, idempotent: bool = False
     ) -> SendResult:
         """POST a new activity. ``idempotent`` marks typing/stream updates that may be repeated."""
-        url = f"{self._conversation_url(ref)}/activities"
+        url = _conversation_url(ref, "activities")
         return await self._call("POST", ref, url, activity, idempotent=idempotent)
 
     async def update(
         self, ref: ConversationRef, activity_id: str, activity: Activity
     ) -> SendResult:
         """PUT an existing activity in place (idempotent by nature)."""
-        url = f"{self._conversation_url(ref)}/activities/{quote(activity_id, safe='')}"
+        url = _conversation_url(ref, "activities", path_segment(activity_id))
         return await self._call("PUT", ref, url, activity, idempotent=True)
 
-    def _conversation_url(self, ref: ConversationRef) -> str:
-        base = ref.service_url.rstrip("/")
-        return f"{base}/v3/conversations/{quote(ref.conversation_id, safe='')}"
-
     async def _call(
-        self, method: str, ref: ConversationRef, url: str, activity: Activity, *, idempotent: bool
+        self, method: str, ref: ConversationRef, url: URL, activity: Activity, *, idempotent: bool
     ) -> SendResult:
         if not self._allowlist.allows(ref.service_url):
             # Refused before a token is fetched: a forged serviceUrl never sees the bot's token.
@@ -159,6 +156,27 @@ class BotConnector:
     def _report(self, op: str, outcome: str) -> None:
         if self._on_result is not None:
             self._on_result(op, outcome)
+
+
+def path_segment(value: str) -> str:
+    """``value`` percent-encoded as exactly one URL path segment.
+
+    ``quote`` leaves ``.`` alone, and a segment that is ``.`` or ``..`` is a path step: a
+    conversation id of ``..`` would send the reply to ``{serviceUrl}/v3/activities`` (issue 16).
+    Dots are encoded only in such an all-dots segment, where they cannot mean anything else.
+    """
+    segment = quote(value, safe="")
+    return segment.replace(".", "%2E") if segment.strip(".") == "" else segment
+
+
+def _conversation_url(ref: ConversationRef, *tail: str) -> URL:
+    """``{serviceUrl}/v3/conversations/{id}/...``, sent exactly as built (``encoded=True``).
+
+    Without ``encoded=True`` yarl would decode ``%2E%2E`` and normalise the path again.
+    """
+    base = str(URL(ref.service_url.rstrip("/")))  # the serviceUrl itself, properly encoded
+    path = "/".join(("v3", "conversations", path_segment(ref.conversation_id), *tail))
+    return URL(f"{base}/{path}", encoded=True)
 
 
 def _response_id(text: str) -> ActivityId | None:

@@ -32,22 +32,31 @@ _CHUNK = 64 * 1024
 _TOKEN_HOSTS = HostAllowlist.parse(list(BOT_FRAMEWORK_TOKEN_HOSTS))
 
 
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
 def _origin(url: str) -> tuple[str, str, int | None] | None:
+    """(scheme, host, port) with the scheme's default port filled in, so ``:443`` compares equal."""
     try:
         parts = urlsplit(url)
         if parts.username is not None or parts.password is not None:
             return None  # credentials in a URL are never ours to forward
-        return (parts.scheme.lower(), (parts.hostname or "").lower(), parts.port)
+        scheme = parts.scheme.lower()
+        port = parts.port if parts.port is not None else _DEFAULT_PORTS.get(scheme)
+        return (scheme, (parts.hostname or "").lower(), port)
     except ValueError:
         return None
 
 
 def token_may_go_to(url: str, ref: ConversationRef) -> bool:
-    """May the bot token be sent to ``url``? Bot Framework hosts, or the serviceUrl's own origin."""
-    if _TOKEN_HOSTS.allows(url):
-        return True
+    """May the bot token be sent to ``url``? A Bot Framework host over https on port 443, or the
+    conversation's own serviceUrl origin — scheme, host and port."""
     origin = _origin(url)
-    return origin is not None and bool(origin[1]) and origin == _origin(ref.service_url)
+    if origin is None or not origin[1]:
+        return False
+    if origin[0] == "https" and origin[2] == 443 and _TOKEN_HOSTS.allows(url):
+        return True
+    return origin == _origin(ref.service_url)
 
 
 def _size_text(n: int) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from relay.app import COMPONENTS, Components, create_app
+from relay.app import COMPONENTS, METRICS_URL, Components, create_app
 from relay.config import Settings, load_settings
 from relay.devtools.issuer import LocalIssuer
 from relay.devtools.neo_emulator import NeoEmulator
@@ -114,6 +114,12 @@ class Harness:
     def components(self) -> Components:
         assert self._runner is not None
         return self._runner.app[COMPONENTS]
+
+    @property
+    def metrics_url(self) -> str:
+        """Where this relay's private metrics listener answers ``GET /metrics``."""
+        assert self._runner is not None
+        return self._runner.app[METRICS_URL]
 
     @property
     def service_url(self) -> str:
@@ -272,7 +278,10 @@ async def make_harness(
             "RELAY_LOGIN_CA_FILE": issuer.ca_file,
         }
     )
+    if "database_url" in settings_overrides:  # the env key would win over the field name
+        env["RELAY_DATABASE_URL"] = settings_overrides.pop("database_url")
     settings_overrides.setdefault("stream_interval", STREAM_INTERVAL)
+    settings_overrides.setdefault("metrics_port", 0)  # a free port: relays run side by side
     # The registry's secrets live in `env`, not os.environ, so the reloader (which reads
     # os.environ) must not poll here; tests/test_registry.py turns it on with secret_file bots.
     settings_overrides.setdefault("bots_reload_interval", 0)

@@ -41,6 +41,7 @@ def relay_env(h: Harness, **extra: str) -> dict[str, str]:
             "RELAY_LOGIN_URL": h.issuer.login_url,
             "RELAY_LOGIN_CA_FILE": h.issuer.ca_file,
             "RELAY_LOG_LEVEL": "DEBUG",
+            "RELAY_METRICS_PORT": "0",  # a free port: several relay processes may run at once
             "PYTHONUNBUFFERED": "1",
         }
     )

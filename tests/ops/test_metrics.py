@@ -35,7 +35,7 @@ def _answer(turn: TurnInput) -> list[dict[str, object]]:
 
 async def _scrape(h: Harness) -> tuple[str, Samples]:
     assert h.http is not None
-    async with h.http.get(f"{h.relay_url}/metrics") as resp:
+    async with h.http.get(h.metrics_url) as resp:
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         text = await resp.text()

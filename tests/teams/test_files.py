@@ -58,6 +58,15 @@ class _Tokens:
         ("https://evil.test/trafficmanager.net/x", "https://smba.trafficmanager.net/", False),
         ("https://smba.trafficmanager.net.evil.test/x", "https://smba.trafficmanager.net/", False),
         ("https://user:pw@smba.trafficmanager.net/x", "https://smba.trafficmanager.net/", False),
+        # Exact hosts: any Azure customer can register a Traffic Manager name.
+        ("https://contoso.trafficmanager.net/x", "https://smba.trafficmanager.net/", False),
+        ("https://smba.trafficmanager.net:443/emea/x", "https://elsewhere.test/", True),
+        ("https://smba.trafficmanager.net:8443/emea/x", "https://elsewhere.test/", False),
+        ("https://smba.infra.gov.teams.microsoft.us/gcch/x", "https://elsewhere.test/", True),
+        ("https://teams.microsoft.us.evil.test/x", "https://elsewhere.test/", False),
+        ("https://evil.teams.microsoft.com/x", "https://smba.trafficmanager.net/", False),
+        # The serviceUrl's own origin, with its default port written out or not.
+        ("https://smba.example.test:443/x", "https://smba.example.test/amer/", True),
         # The conversation's own serviceUrl origin (how the tests' emulator is reached)...
         ("http://127.0.0.1:4000/v3/attachments/x", "http://127.0.0.1:4000/", True),
         # ...and nothing else on that machine.
