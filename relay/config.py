@@ -291,6 +291,11 @@ class Settings(BaseSettings):
     # Several replicas (relay.replicas): a conversation's lease lasts this long without renewal;
     # a dead replica's conversations resume elsewhere about this long after it died.
     lease_seconds: float = _field("RELAY_LEASE_SECONDS", default=15.0, ge=0.5, le=600)
+    # Admission control (relay.admission): conversations running turns at once per process, and
+    # the event-loop lag past which new ones wait journaled (bench/README.md sizes both).
+    max_active_turns: int = _field("RELAY_MAX_ACTIVE_TURNS", default=1000, ge=1, le=100_000)
+    admission_max_lag_ms: float = _field("RELAY_ADMISSION_MAX_LAG_MS", default=10.0, gt=0)
+    busy_notice_after: float = _field("RELAY_BUSY_NOTICE_AFTER", default=3.0, ge=0)
 
     bots: tuple[BotConfig, ...] = ()
 
