@@ -1,4 +1,4 @@
-"""The "Busy — your question is queued" notice of a turn that waits for a slot (``relay.admission``).
+"""The "Busy — your question is queued" notice of a turn waiting for a slot (relay.admission).
 
 In a 1:1 chat it is the *informative* update that opens the turn's Teams stream (the progress bar,
 teams-platform.md §1.1), journaled in the turn's delivery record exactly as ``relay.teams.stream``
