@@ -120,6 +120,7 @@ class Bench:
         self.children: list[subprocess.Popen[bytes]] = []
         self.neo: Helper
         self.teams: list[Helper] = []
+        self.profiles = 0
 
     # -- processes ---------------------------------------------------------------------------------
 
@@ -177,14 +178,18 @@ class Bench:
             "RELAY_STREAM_INTERVAL": str(self.cfg["interval"]),
             "RELAY_LOG_LEVEL": self.args.log_level,
         }
+        env |= dict(kv.split("=", 1) for kv in self.args.relay_env)  # tuning experiments
         argv = [sys.executable, "-m", "relay", "serve", "--host", HOST, "--port", str(port)]
         if self.args.profile:
-            out = self.tmp / "relay-profile.txt"  # collapsed stacks: bench.profile summarises
+            # Collapsed stacks, one file per relay process (the ack phases, then each step's own
+            # fresh process): bench.profile summarises.
+            self.profiles += 1
+            out = self.tmp / f"relay-profile-{self.profiles}.txt"
             argv = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw"]
             argv += ["--rate", "200", "-o", str(out)]
             argv += ["--", sys.executable, "-m", "relay", "serve", "--host", HOST]
             argv += ["--port", str(port)]
-        proc = self.spawn(argv, env, "relay.log")
+        proc = self.spawn(argv, env, f"relay-{port}.log")
         return Target("relay", f"http://{HOST}:{port}", self._python_pid(proc))
 
     def start_baseline(self) -> Target:
@@ -391,6 +396,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-baseline", action="store_true")
     p.add_argument("--teams-shards", type=int, default=None, help="Teams emulator processes")
     p.add_argument("--profile", action="store_true", help="record the relay with py-spy")
+    p.add_argument(
+        "--relay-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra relay setting, e.g. RELAY_MAX_ACTIVE_TURNS=64 (repeatable)",
+    )
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, profile)")
     p.add_argument("--out", type=Path, default=None, help="results file (default bench/results)")
