@@ -1,14 +1,20 @@
-"""The benchmark's network edge in one helper process: Neo API emulator + Teams connector emulator.
+"""The benchmark's network edge, one role per process: the Neo API emulator or a Teams connector.
 
 Both are the project's own emulators (``relay/devtools``), specialised only where a benchmark
-needs it: the Neo agent streams numbered words at a fixed rate and records when it emitted each
-chunk (per conversation: the user's message names it), the connector answers after a random
-30–80 ms and computes the relay-added latency of every streamed update as it arrives
-(:func:`bench.common.relay_added`). A small control API (``/bench/stats``, ``/bench/reset``)
-lets the load generator read the figures. It runs in its own process so neither the relay nor
-the load generator pays for it, and it exits by itself after ``--max-seconds``.
+needs it. ``--role neo``: the agent streams numbered words at a fixed rate and records when it
+emitted each chunk (per conversation: the user's message names it). ``--role teams``: the
+connector answers after a random 30–80 ms and records, per streamed update, which chunk it shows,
+when it arrived and when pacing first allowed it; ``bench.run`` starts several of these shards
+(the load generator spreads conversations over their ``serviceUrl``\\ s) and computes the
+relay-added latency itself from both sides' records (:func:`bench.common.relay_added`; one
+``CLOCK_MONOTONIC`` serves every process of the machine). Every helper also runs a loop-lag probe:
+a helper whose own event loop is late stamps late times, so ``bench.run`` reports it as saturated
+rather than charging the system under test. A small control API (``/bench/stats``,
+``/bench/reset``) lets the load generator read the figures. Each helper exits by itself after
+``--max-seconds`` or when its stdin closes.
 
-    python -m bench.emu --chunks 150 --chunk-rate 10 --paragraph 10 --interval 1.5
+    python -m bench.emu --role neo --chunks 150 --chunk-rate 10 --paragraph 10
+    python -m bench.emu --role teams --interval 1.5
 """
 
 from __future__ import annotations
@@ -25,14 +31,8 @@ from typing import Any
 
 from aiohttp import web
 
-from bench.common import (
-    HOST,
-    NEO_KEY,
-    chunk_text,
-    is_paragraph_end,
-    newest_chunk,
-    relay_added,
-)
+from bench.common import HOST, NEO_KEY, chunk_text, newest_chunk
+from bench.helpers import LagProbe
 from relay.devtools.neo_emulator import REQUEST_ID, NeoEmulator
 from relay.devtools.neo_emulator_streams import DONE, EmulatedSession, TurnInput
 from relay.devtools.teams_connector import Received, TeamsConnectorEmulator
@@ -40,19 +40,12 @@ from relay.devtools.teams_connector import Received, TeamsConnectorEmulator
 
 @dataclass
 class Answer:
-    """One benchmark turn as the Neo side emitted it (monotonic clock, shared by the process)."""
+    """One benchmark turn as the Neo side emitted it (monotonic clock, shared by the machine)."""
 
     chunks: int
     paragraph: int
     emitted: list[float] = field(default_factory=list)
     done_at: float | None = None
-
-    def next_state_change(self, k: int) -> float:
-        """Emission of the first paragraph end after chunk ``k`` (inf: not emitted yet)."""
-        for j in range(k + 1, len(self.emitted)):
-            if is_paragraph_end(j, self.paragraph):
-                return self.emitted[j]
-        return float("inf")
 
 
 class BenchNeo(NeoEmulator):
@@ -102,14 +95,31 @@ class BenchNeo(NeoEmulator):
         log.append(DONE)
         answer.done_at = time.monotonic()
 
+    def stats(self, full: bool) -> dict[str, Any]:
+        answers = {
+            c: {
+                "chunks": a.chunks,
+                "paragraph": a.paragraph,
+                "emitted": a.emitted,
+                "done": a.done_at,
+            }
+            for c, a in self.answers.items()
+        }
+        return {"answers": answers if full else {}, "turns": len(self.answers)}
+
+    def reset(self) -> None:
+        self.answers.clear()
+        for session in self.sessions.values():
+            session.log.events.clear()  # old turns' events are never read again
+
 
 class BenchConnector(TeamsConnectorEmulator):
-    """The Teams connector emulator with a random per-request latency and live statistics."""
+    """The Teams connector emulator with a random per-request latency and raw observations."""
 
-    def __init__(self, neo: BenchNeo, *, interval: float, latency: tuple[float, float]) -> None:
+    def __init__(self, *, interval: float, latency: tuple[float, float]) -> None:
         # Teams' own floor is 1 req/s per stream (§1.1); shorter test intervals scale it down.
         super().__init__(min_stream_interval=min(1.0, interval * 0.8), on_activity=self._observe)
-        self.neo, self.interval, self.latency_range = neo, interval, latency
+        self.interval, self.latency_range = interval, latency
         self.reset()
 
     @property  # type: ignore[override]
@@ -122,12 +132,12 @@ class BenchConnector(TeamsConnectorEmulator):
         pass
 
     def reset(self) -> None:
-        self.updates: list[float] = []  # relay-added latency of each streamed update, s
-        self.finals: list[float] = []  # last chunk → final message, minus pacing, s
+        # [conversation, newest chunk shown (-1: none parsed), received, gate]
+        self.updates: list[tuple[str, int, float, float]] = []
+        self.finals: list[tuple[str, float, float]] = []  # [conversation, received, gate]
         self.informatives = 0
-        self.messages = 0  # normal (non-stream) messages: fallbacks, errors
+        self.messages = 0  # final stream messages and normal messages (fallbacks, errors)
         self.errors = 0
-        self.unparsed = 0
         self._answered: dict[str, float] = {}
         self.violations.clear()
         self.received.clear()  # (streams still open stay known; finals prune them)
@@ -138,8 +148,7 @@ class BenchConnector(TeamsConnectorEmulator):
         if rec.status >= 400:
             self.errors += 1
             return
-        conv = rec.conversation_id
-        answer = self.neo.answers.get(conv.removeprefix("a:"))
+        conv = rec.conversation_id.removeprefix("a:")
         gate = self._answered.get(conv, float("-inf")) + self.interval
         if rec.streaming:
             self._answered[conv] = now
@@ -148,18 +157,13 @@ class BenchConnector(TeamsConnectorEmulator):
         kind = info.get("streamType") if rec.streaming else None
         if kind == "informative":
             self.informatives += 1
-        elif kind == "streaming" and answer is not None and answer.emitted:
+        elif kind == "streaming":
             k = newest_chunk(rec.activity.get("text") or "")
-            if k is None or k >= len(answer.emitted):
-                self.unparsed += 1
-                return
-            nxt = answer.next_state_change(k)
-            self.updates.append(relay_added(rec.at, answer.emitted[k], gate, nxt))
-        elif kind == "final" and answer is not None:
+            self.updates.append((conv, -1 if k is None else k, rec.at, gate))
+        elif kind == "final":
             self._answered.pop(conv, None)
             self._streams.pop(str(info.get("streamId")), None)  # keeps the base class's scan short
-            if answer.chunks > 3 and answer.done_at is not None:
-                self.finals.append(rec.at - max(answer.done_at, gate))
+            self.finals.append((conv, rec.at, gate))
             self.messages += 1
         elif rec.activity.get("type") == "message":
             self.messages += 1
@@ -171,21 +175,20 @@ class BenchConnector(TeamsConnectorEmulator):
             "informatives": self.informatives,
             "messages": self.messages,
             "errors": self.errors,
-            "unparsed": self.unparsed,
             "violations": list(self.violations[:20]),
             "violation_count": len(self.violations),
         }
 
 
-def control_app(neo: BenchNeo, teams: BenchConnector) -> web.Application:
+def control_app(role: BenchNeo | BenchConnector, probe: LagProbe) -> web.Application:
     async def stats(request: web.Request) -> web.Response:
-        return web.json_response(teams.stats(full=bool(request.query.get("full"))))
+        out = role.stats(full=bool(request.query.get("full")))
+        out["lag"] = probe.stats()
+        return web.json_response(out)
 
     async def reset(request: web.Request) -> web.Response:
-        teams.reset()
-        neo.answers.clear()
-        for session in neo.sessions.values():
-            session.log.events.clear()  # old turns' events are never read again
+        role.reset()
+        probe.lags.clear()
         return web.json_response({"ok": True})
 
     app = web.Application()
@@ -195,28 +198,31 @@ def control_app(neo: BenchNeo, teams: BenchConnector) -> web.Application:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    neo = BenchNeo(chunks=args.chunks, rate=args.chunk_rate, paragraph=args.paragraph)
-    teams = BenchConnector(
-        neo, interval=args.interval, latency=(args.latency_min / 1000, args.latency_max / 1000)
-    )
-    neo_url = await neo.start(HOST)
-    teams_url = await teams.start(HOST)
-    runner = web.AppRunner(control_app(neo, teams), access_log=None)
+    role: BenchNeo | BenchConnector
+    if args.role == "neo":
+        role = BenchNeo(chunks=args.chunks, rate=args.chunk_rate, paragraph=args.paragraph)
+    else:
+        latency = (args.latency_min / 1000, args.latency_max / 1000)
+        role = BenchConnector(interval=args.interval, latency=latency)
+    url = await role.start(HOST)
+    probe = LagProbe()
+    probe.start()
+    runner = web.AppRunner(control_app(role, probe), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, HOST, 0).start()
     control = f"http://{HOST}:{runner.addresses[0][1]}"
-    print(json.dumps({"neo": neo_url, "teams": teams_url, "control": control}), flush=True)
+    print(json.dumps({"url": url, "control": control}), flush=True)
     loop = asyncio.get_running_loop()
     stdin_closed = loop.run_in_executor(None, sys.stdin.read)  # the parent went away
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stdin_closed, args.max_seconds)
     await runner.cleanup()
-    await teams.stop()
-    await neo.stop()
+    await role.stop()
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="bench.emu", description=__doc__)
+    p.add_argument("--role", choices=("neo", "teams"), required=True)
     p.add_argument("--chunks", type=int, default=150)
     p.add_argument("--chunk-rate", type=float, default=10.0)
     p.add_argument("--paragraph", type=int, default=10)

@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from bench.common import BOTS, cpu_seconds, rss_bytes, summary_ms, tenant_for
+from bench.helpers import Helpers
 from relay.devtools.issuer import LocalIssuer
 
 _ids = itertools.count(1)
@@ -35,27 +36,29 @@ class Target:
 
 
 class Traffic:
-    """Builds and sends signed activities; one aiohttp session, bounded connection pool."""
+    """Builds and sends signed activities; one aiohttp session, bounded connection pool.
 
-    def __init__(self, issuer: LocalIssuer, service_url: str, control_url: str) -> None:
-        self.issuer, self.service_url, self.control_url = issuer, service_url, control_url
-        self.tokens = {b.app_id: issuer.sign(b.app_id, service_url, expires_in=3600) for b in BOTS}
-        self.http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=512),
-            timeout=aiohttp.ClientTimeout(total=60),
-        )
+    Conversation *i* is served by Teams shard ``i % shards`` (its ``serviceUrl``); the channel
+    token names that URL (``serviceurl`` claim), so there is one token per bot and shard."""
 
-    async def close(self) -> None:
-        await self.http.close()
+    def __init__(self, issuer: LocalIssuer, helpers: Helpers, http: aiohttp.ClientSession) -> None:
+        self.issuer, self.helpers, self.http = issuer, helpers, http
+        self.service_urls = [h.url for h in helpers.teams]
+        self.tokens = {
+            (b.app_id, url): issuer.sign(b.app_id, url, expires_in=3600)
+            for b in BOTS
+            for url in self.service_urls
+        }
 
     def activity(self, index: int, conversation: str, text: str) -> tuple[str, dict[str, Any]]:
         bot = BOTS[index % len(BOTS)]
         tenant = tenant_for(index)
+        service_url = self.service_urls[index % len(self.service_urls)]
         body = {
             "type": "message",
             "id": f"{int(time.time() * 1000)}{next(_ids)}",
             "timestamp": "2026-11-22T10:00:00.000Z",
-            "serviceUrl": self.service_url,
+            "serviceUrl": service_url,
             "channelId": "msteams",
             "from": {"id": f"29:user-{index}", "name": "Bench User", "aadObjectId": f"u-{index}"},
             "conversation": {
@@ -72,16 +75,11 @@ class Traffic:
         return bot.app_id, body
 
     async def post(self, target: Target, bot_id: str, body: dict[str, Any]) -> int:
-        headers = {"Authorization": f"Bearer {self.tokens[bot_id]}"}
+        token = self.tokens[(bot_id, body["serviceUrl"])]
+        headers = {"Authorization": f"Bearer {token}"}
         async with self.http.post(f"{target.url}/api/messages", json=body, headers=headers) as r:
             await r.read()
             return r.status
-
-    async def control(self, path: str) -> dict[str, Any]:
-        method = "GET" if path.startswith("stats") else "POST"
-        async with self.http.request(method, f"{self.control_url}/bench/{path}") as r:
-            result: dict[str, Any] = await r.json()
-            return result
 
     async def ack_phase(
         self, target: Target, rate: float, seconds: float, tag: str
@@ -90,6 +88,7 @@ class Traffic:
         total, conversations = int(rate * seconds), max(1, int(rate * 5))
         latencies: list[float] = []
         statuses: dict[int, int] = {}
+        usage = self.helpers.usage()
         cpu0, start = cpu_seconds(target.pid), time.monotonic() + 0.2
 
         async def one(i: int) -> None:
@@ -106,6 +105,7 @@ class Traffic:
 
         await asyncio.gather(*(one(i) for i in range(total)))
         elapsed = time.monotonic() - start
+        harness = (await self.helpers.full_stats(usage))["harness"]
         return {
             "rate": rate,
             "seconds": seconds,
@@ -114,6 +114,8 @@ class Traffic:
             "latency": summary_ms(latencies),
             "achieved_rate": round(total / elapsed, 1),
             "cpu_seconds": round(cpu_seconds(target.pid) - cpu0, 2),
+            "harness": harness,
+            "harness_saturated": sorted(n for n, h in harness.items() if h["saturated"]),
         }
 
     async def stream_step(
@@ -121,9 +123,10 @@ class Traffic:
     ) -> dict[str, Any]:
         """``concurrency`` streamed turns started over ``ramp`` s; waits (≤ ``limit`` s) for all
         finals; CPU and peak RSS of the target across the step."""
-        await self.control("reset")
+        await self.helpers.reset()
         await asyncio.sleep(0.5)
         rss0, cpu0 = rss_bytes(target.pid), cpu_seconds(target.pid)
+        usage = self.helpers.usage()
         started = time.monotonic()
 
         async def one(i: int) -> int:
@@ -136,17 +139,17 @@ class Traffic:
                 return 0
 
         sends = asyncio.gather(*(one(i) for i in range(concurrency)))
-        peak, stats = rss0, await self.control("stats")
+        peak = rss0
         while time.monotonic() - started < limit:
             await asyncio.sleep(0.25)
             peak = max(peak, rss_bytes(target.pid))
-            stats = await self.control("stats")
-            if stats["messages"] + stats["errors"] >= concurrency and sends.done():
+            counts = await self.helpers.counts()
+            if counts["messages"] + counts["errors"] >= concurrency and sends.done():
                 break
         statuses = await sends
         await asyncio.sleep(0.5)  # the last journal writes after the final
         cpu = cpu_seconds(target.pid) - cpu0
-        stats = await self.control("stats?full=1")
+        stats = await self.helpers.full_stats(usage)
         return {
             "concurrency": concurrency,
             "accepted": sum(1 for s in statuses if s == 200),
@@ -155,8 +158,10 @@ class Traffic:
             "violations": stats["violation_count"],
             "violation_examples": stats["violations"][:3],
             "unparsed_updates": stats["unparsed"],
-            "relay_added": summary_ms(stats["updates"]),
-            "final_added": summary_ms(stats["finals"]),
+            "relay_added": stats["relay_added"],
+            "final_added": stats["final_added"],
+            "harness": stats["harness"],
+            "harness_saturated": stats["harness_saturated"],
             "seconds": round(time.monotonic() - started, 1),
             "cpu_seconds": round(cpu, 2),
             "cpu_ms_per_turn": round(cpu / concurrency * 1000, 2),

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
 
+from relay.admission import AdmissionGate
 from relay.allowlist import HostAllowlist
 from relay.config import Settings
 from relay.errors import AuthError, ConfigError, InboundError
@@ -28,6 +29,7 @@ from relay.store import open_store
 from relay.store.base import Store
 from relay.store.lifecycle import RetentionSweeper
 from relay.teams.auth import InboundAuthenticator, MultiBotCredentialsFactory, TokenProvider
+from relay.teams.busy import TeamsBusyNotice
 from relay.teams.connector import BotConnector
 from relay.teams.dispatch import Features, InboundDispatcher
 from relay.teams.guard import check_activity, load_body
@@ -85,6 +87,8 @@ class _QuietBadRequests(logging.Filter):
 
 
 _QUIET_BAD_REQUESTS = _QuietBadRequests()
+# At most RELAY_MAX_ACTIVE_TURNS conversations run; the rest wait journaled (relay/admission.py).
+ADMISSION: web.AppKey[AdmissionGate] = web.AppKey("admission", AdmissionGate)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -157,15 +161,25 @@ async def _startup(app: web.Application) -> None:
     # load would cancel our own turn (bench at 200/s: 5,018 leases "lost", 613 turns failed).
     single = bool(getattr(store, "single_process", False))
     worker = ConversationWorker(run if single else leases.run)
-    app[DISPATCHER] = features.dispatcher(worker.submit)
+    gate = app[ADMISSION] = AdmissionGate(
+        worker,
+        store.unfinished_conversation_turns,
+        max_active=settings.max_active_turns,
+        notifier=TeamsBusyNotice(connector, store),
+        busy_after=settings.busy_notice_after,
+        max_lag=settings.admission_max_lag_ms / 1000,
+    )
+    worker.on_idle = gate.released
+    gate.start()
+    app[DISPATCHER] = features.dispatcher(gate.submit)
     app[COMPONENTS] = Components(
         settings, store, neo, tokens, authenticator, connector, pipeline, worker, allowlist
     )
     resumed = 0
     for turn in await store.unfinished_turns():
-        resumed += worker.submit(turn)
+        resumed += gate.submit(turn)
     # Picks up conversations whose replica died; with one process, turns a run left unfinished.
-    leases.start_sweeper(worker.submit)
+    leases.start_sweeper(gate.submit)
     await _start_metrics(app)
     log.info("relay ready: %d bot(s), %d unfinished turn(s) resumed", len(settings.bots), resumed)
 
@@ -207,6 +221,7 @@ async def _shutdown(app: web.Application) -> None:
         await reloader.stop()
     await app[DISPATCHER].close(c.settings.shutdown_grace)
     await app[LEASES].stop()
+    await app[ADMISSION].close()
     await c.worker.drain(c.settings.shutdown_grace)
     await app[FEATURES].close()
     await c.authenticator.stop()

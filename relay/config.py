@@ -341,6 +341,11 @@ class Settings(BaseSettings):
     # GET /metrics is served here only, never on the public port (it lists every bot id).
     metrics_host: str = _field("RELAY_METRICS_HOST", default="127.0.0.1")
     metrics_port: int = _field("RELAY_METRICS_PORT", default=9464, ge=0, le=65535)
+    # Admission control (relay.admission): conversations running turns at once per process, and
+    # the event-loop lag past which new ones wait journaled (bench/README.md sizes both).
+    max_active_turns: int = _field("RELAY_MAX_ACTIVE_TURNS", default=1000, ge=1, le=100_000)
+    admission_max_lag_ms: float = _field("RELAY_ADMISSION_MAX_LAG_MS", default=10.0, gt=0)
+    busy_notice_after: float = _field("RELAY_BUSY_NOTICE_AFTER", default=3.0, ge=0)
 
     bots: tuple[BotConfig, ...] = ()
     # The variables load_settings() was given, if not the process environment (relay demo passes

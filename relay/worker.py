@@ -26,8 +26,16 @@ ConversationKey = tuple[BotId, ConversationId]
 class ConversationWorker:
     """Serialises turns per (bot, conversation) and runs conversations concurrently."""
 
-    def __init__(self, run: Runner, *, max_concurrent: int = 2000) -> None:
+    def __init__(
+        self,
+        run: Runner,
+        *,
+        max_concurrent: int = 2000,
+        on_idle: Callable[[ConversationKey], None] | None = None,
+    ) -> None:
         self._run = run
+        # Told when a conversation has nothing left to run (relay.admission frees its slot).
+        self.on_idle = on_idle
         self._queues: dict[ConversationKey, deque[Turn]] = {}
         self._tasks: dict[ConversationKey, asyncio.Task[None]] = {}
         self._queued: set[TurnId] = set()
@@ -37,6 +45,10 @@ class ConversationWorker:
     @property
     def active(self) -> int:
         return len(self._tasks)
+
+    def running(self, key: ConversationKey) -> bool:
+        """Whether the conversation has a task running or queued turns."""
+        return key in self._tasks
 
     def submit(self, turn: Turn) -> bool:
         """Queue a turn behind earlier ones of its conversation; False if refused or queued."""
@@ -72,6 +84,8 @@ class ConversationWorker:
             self._tasks.pop(key, None)
             if not queue:
                 self._queues.pop(key, None)
+            if self.on_idle is not None and self._accepting:
+                self.on_idle(key)
 
     async def drain(self, grace: float) -> None:
         """Stop accepting; wait up to ``grace`` seconds for running turns, then cancel the rest."""

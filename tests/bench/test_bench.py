@@ -63,6 +63,7 @@ def test_smoke_run_measures_relay_and_baseline_and_cleans_up(tmp_path: Path) -> 
         assert step["errors"] == step["violations"] == step["unparsed_updates"] == 0, step
         assert step["relay_added"]["n"] >= 4, step  # every turn streamed text updates
         assert step["cpu_seconds"] > 0
-        assert not Path(f"/proc/{data['pid']}").exists(), f"{system} still running"
+        for pid in data["pids"]:
+            assert not Path(f"/proc/{pid}").exists(), f"{system} {pid} still running"
     assert result["machine"]["nproc"] == os.cpu_count()
     assert "cpu_per_turn_ratio" in result["summary"]

@@ -1,0 +1,154 @@
+"""The load generator's view of the helper processes: one Neo, several Teams shards.
+
+It resets and reads them together, turns their raw records into the benchmark's latencies (the
+Teams shards say which chunk each update showed and when; Neo says when it emitted that chunk), and
+judges whether a helper — or the load generator itself — was the limit of a phase: a process whose
+event loop woke late by more than :data:`LAG_LIMIT_MS` at p99, or that used at least
+:data:`CPU_LIMIT` of a core, stamps its times late, so the phase measured the harness, not the
+system under test. ``bench.run`` prints that verdict next to every figure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from bench.common import cpu_seconds, is_paragraph_end, relay_added, summary_ms
+
+LAG_LIMIT_MS = 10.0
+CPU_LIMIT = 0.9  # of one core
+
+
+@dataclass
+class Helper:
+    name: str
+    url: str
+    control: str
+    pid: int
+
+
+@dataclass
+class Usage:
+    """CPU seconds of every harness process at the start of a phase (see :meth:`Helpers.usage`)."""
+
+    started: float
+    cpu: dict[str, float] = field(default_factory=dict)
+
+
+class LagProbe:
+    """How late this process's event loop wakes up: sleeps ``period`` s, records the overshoot."""
+
+    def __init__(self, period: float = 0.01) -> None:
+        self.period = period
+        self.lags: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            t0 = time.monotonic()
+            await asyncio.sleep(self.period)
+            self.lags.append(max(0.0, time.monotonic() - t0 - self.period))
+            if len(self.lags) > 200_000:  # ~30 min at 10 ms: bounded
+                del self.lags[:100_000]
+
+    def stats(self) -> dict[str, Any]:
+        return summary_ms(self.lags)
+
+
+class Helpers:
+    def __init__(self, neo: Helper, teams: list[Helper], http: aiohttp.ClientSession) -> None:
+        self.neo, self.teams, self.http = neo, teams, http
+        self.all = [neo, *teams]
+        self.probe = LagProbe()  # the load generator's own loop
+
+    async def _get(self, helper: Helper, path: str) -> dict[str, Any]:
+        async with self.http.get(f"{helper.control}/bench/{path}") as r:
+            result: dict[str, Any] = await r.json()
+            return result
+
+    async def reset(self) -> None:
+        async def one(h: Helper) -> None:
+            async with self.http.post(f"{h.control}/bench/reset") as r:
+                await r.read()
+
+        await asyncio.gather(*(one(h) for h in self.all))
+        self.probe.lags.clear()
+
+    async def counts(self) -> dict[str, int]:
+        """Messages (finals and plain messages) and errors seen by all Teams shards together."""
+        parts = await asyncio.gather(*(self._get(h, "stats") for h in self.teams))
+        return {
+            "messages": sum(p["messages"] for p in parts),
+            "errors": sum(p["errors"] for p in parts),
+        }
+
+    def usage(self) -> Usage:
+        cpu = {h.name: cpu_seconds(h.pid) for h in self.all}
+        cpu["loadgen"] = cpu_seconds(os.getpid())
+        return Usage(time.monotonic(), cpu)
+
+    async def full_stats(self, since: Usage) -> dict[str, Any]:
+        """The latencies of everything since the last reset, and the harness's own load."""
+        neo = await self._get(self.neo, "stats?full=1")
+        shards = await asyncio.gather(*(self._get(h, "stats?full=1") for h in self.teams))
+        answers = neo["answers"]
+        updates: list[float] = []
+        finals: list[float] = []
+        unparsed = 0
+        for shard in shards:
+            for conv, k, at, gate in shard["updates"]:
+                answer = answers.get(conv)
+                if answer is None or not answer["emitted"]:
+                    continue  # an informative-like update of a turn that has no text yet
+                if k < 0 or k >= len(answer["emitted"]):
+                    unparsed += 1
+                    continue
+                nxt = next_state_change(answer, k)
+                updates.append(relay_added(at, answer["emitted"][k], gate, nxt))
+            for conv, at, gate in shard["finals"]:
+                answer = answers.get(conv)
+                if answer and answer["chunks"] > 3 and answer["done"] is not None:
+                    finals.append(at - max(answer["done"], gate))
+        elapsed = max(1e-6, time.monotonic() - since.started)
+        harness: dict[str, Any] = {}
+        lags = {self.neo.name: neo["lag"], "loadgen": self.probe.stats()}
+        lags |= {h.name: s["lag"] for h, s in zip(self.teams, shards, strict=True)}
+        now = self.usage().cpu
+        for name, cpu0 in since.cpu.items():
+            share = round((now[name] - cpu0) / elapsed, 2)
+            lag = lags.get(name, {}).get("p99_ms", 0.0)
+            harness[name] = {
+                "cpu_share": share,
+                "lag_p99_ms": lag,
+                "saturated": share >= CPU_LIMIT or (lag == lag and lag > LAG_LIMIT_MS),
+            }
+        return {
+            "updates": updates,
+            "finals": finals,
+            "unparsed": unparsed,
+            "messages": sum(s["messages"] for s in shards),
+            "errors": sum(s["errors"] for s in shards),
+            "violations": [v for s in shards for v in s["violations"]][:20],
+            "violation_count": sum(s["violation_count"] for s in shards),
+            "harness": harness,
+            "harness_saturated": sorted(n for n, h in harness.items() if h["saturated"]),
+            "relay_added": summary_ms(updates),
+            "final_added": summary_ms(finals),
+        }
+
+
+def next_state_change(answer: dict[str, Any], k: int) -> float:
+    """Emission of the first paragraph end after chunk ``k`` (inf: not emitted yet)."""
+    emitted = answer["emitted"]
+    for j in range(k + 1, len(emitted)):
+        if is_paragraph_end(j, answer["paragraph"]):
+            return float(emitted[j])
+    return float("inf")

@@ -1,0 +1,158 @@
+"""Admission control: past RELAY_MAX_ACTIVE_TURNS turns wait journaled, users hear they are queued.
+
+The first test drives the gate with the real worker and a real SQLite journal: conversations past
+the limit hold no task and no turn in memory, only a key, and run later in arrival order with every
+turn once. The second is end to end (webhook → journal → Neo emulator → Teams emulator): a user
+whose turn waits sees the "Busy" progress bar, then the answer finishes that same stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from relay.admission import AdmissionGate
+from relay.app import ADMISSION
+from relay.domain import (
+    ActivityId,
+    BotId,
+    ConversationId,
+    ConversationRef,
+    ConversationType,
+    Turn,
+    TurnId,
+    TurnState,
+    User,
+)
+from relay.store.sqlite import SqliteStore
+from relay.teams.busy import BUSY_TEXT
+from relay.worker import ConversationWorker
+from tests.fakes.harness import BOT_A, close_harness, make_harness
+from tests.fakes.user_view import assert_each_once, user_view
+from tests.test_reliability import _answer, _words
+
+
+def _turn(conv: str, n: int) -> Turn:
+    ref = ConversationRef(
+        BotId("b"), "https://x/", ConversationId(conv), ConversationType.PERSONAL, None
+    )
+    now = time.time()
+    return Turn(
+        TurnId(f"{conv}-{n}"),
+        ref,
+        ActivityId(str(n)),
+        User("29:u"),
+        f"m{n}",
+        created_at=now,
+        updated_at=now,
+    )
+
+
+async def test_turns_past_the_limit_wait_in_the_journal_and_run_once_in_order(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(tmp_path / "j.db")
+    await store.open()
+    log: list[str] = []
+    running: set[str] = set()
+    peak = 0
+    go = asyncio.Event()
+
+    async def run(turn: Turn) -> None:
+        nonlocal peak
+        running.add(turn.conversation_id)
+        peak = max(peak, len(running))
+        await go.wait()
+        await asyncio.sleep(0.01)
+        log.append(turn.turn_id)
+        turn.state = TurnState.DELIVERED  # what the pipeline journals at the end
+        await store.save_turn(turn)
+        running.discard(turn.conversation_id)
+
+    worker = ConversationWorker(run)
+    gate = AdmissionGate(worker, store.unfinished_conversation_turns, max_active=2)
+    worker.on_idle = gate.released
+    try:
+        for n in range(3):
+            for conv in ("a", "b", "c", "d", "e"):
+                turn = _turn(conv, n)
+                assert await store.add_turn(turn)  # what the webhook does first
+                assert gate.submit(turn)
+        await asyncio.sleep(0.05)
+        # Two conversations run; three wait as keys only: no task, no turn held by the worker.
+        assert worker.active == 2
+        assert gate.waiting == 3
+        assert sorted(worker._queues) == [(BotId("b"), ConversationId(c)) for c in ("a", "b")]
+        go.set()
+        end = time.monotonic() + 10
+        while len(log) < 15 and time.monotonic() < end:
+            await asyncio.sleep(0.02)
+        assert peak == 2
+        assert len(log) == len(set(log)) == 15  # each turn once
+        for conv in "abcde":
+            assert [t for t in log if t.startswith(conv)] == [f"{conv}-{n}" for n in range(3)]
+        # Waiting conversations ran in arrival order after the first two.
+        firsts = [log.index(f"{c}-0") for c in "cde"]
+        assert firsts == sorted(firsts)
+        assert await store.unfinished_turns() == []
+    finally:
+        await gate.close()
+        await worker.drain(1)
+        await store.close()
+
+
+async def test_a_queued_user_sees_busy_then_the_answer_on_the_same_stream(
+    tmp_path: Path,
+) -> None:
+    h = await make_harness(
+        tmp_path,
+        max_active_turns=1,
+        busy_notice_after=0.3,
+        admission_max_lag_ms=10_000,  # only the count limits here (a loaded CI machine lags)
+    )
+    try:
+        words = _words(12)
+        h.neo.script = lambda turn: _answer(words)
+        h.neo.chunk_delay = 0.1  # the first answer holds the only slot for ~1.2 s
+        first = h.activity(BOT_A, "first")
+        second = h.activity(BOT_A, "second")
+        c1, c2 = first["conversation"]["id"], second["conversation"]["id"]
+        assert (await h.deliver(first, bot=BOT_A)).status == 200
+        await h.wait_for(lambda: bool(h.teams.stream_requests(c1)), 10, "the first stream")
+        assert (await h.deliver(second, bot=BOT_A)).status == 200
+        gate = h.app[ADMISSION]
+        assert gate.waiting == 1
+        (waiting,) = await h.components.store.unfinished_conversation_turns(
+            BOT_A.app_id,  # type: ignore[arg-type]
+            ConversationId(c2),
+        )
+        assert waiting.state is TurnState.RECEIVED  # journaled, not started
+        await h.wait_for(lambda: bool(h.teams.stream_requests(c2)), 10, "the busy notice")
+        busy = h.teams.stream_requests(c2)[0].activity
+        assert busy["text"] == BUSY_TEXT
+        assert busy["entities"][0]["streamType"] == "informative"
+        await h.wait_for(lambda: bool(h.teams.messages(c2)), 20, "the queued answer")
+        await h.wait_idle(timeout=15)
+        for conv in (c1, c2):
+            assert_each_once(user_view(h.teams, conv), [w.strip() for w in words])
+        finals = [
+            r.activity for r in h.teams.stream_requests(c2) if r.activity["type"] == "message"
+        ]
+        stream_ids = {
+            e.get("streamId")
+            for r in h.teams.stream_requests(c2)[1:]
+            for e in r.activity["entities"]
+            if e["type"] == "streaminfo"
+        }
+        assert len(finals) == 1
+        assert len(stream_ids) == 1  # the answer finished the stream the busy notice opened
+        assert h.teams.violations == []
+        turns = await h.components.store.conversation_turns(
+            BOT_A.app_id,  # type: ignore[arg-type]
+            ConversationId(c2),
+        )
+        assert [t.state for t in turns] == [TurnState.DELIVERED]
+        assert gate.waiting == 0
+    finally:
+        await close_harness(h)
