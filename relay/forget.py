@@ -24,11 +24,21 @@ from relay.store.lifecycle import Erased
 
 
 def add_parser(sub: Any) -> None:
-    forget = sub.add_parser(
+    from relay.cli_help import add_command
+
+    forget = add_command(
+        sub,
         "forget",
-        help="erase what the relay holds about a person or a conversation",
-        description="Delete a person's (or a conversation's) turns, session mappings and claims "
-        "from the relay's store (RELAY_DATABASE_URL). Prints what was deleted; safe to repeat.",
+        summary="erase what the relay holds about a person or a conversation",
+        description="Delete a person's (or a conversation's) turns, session mappings, notes and "
+        "claims from the relay's store. Prints what was deleted and the Neo sessions that held "
+        "it (erase those at Neo); safe to repeat: a second run deletes nothing.",
+        settings="RELAY_DATABASE_URL (or --database-url); without --database-url the relay's "
+        "whole configuration must load (NEO_API_KEY, the bot registry)",
+        exit_codes=[
+            (0, "done (also when there was nothing to delete)"),
+            (2, "bad arguments or configuration"),
+        ],
     )
     who = forget.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", metavar="AAD_OBJECT_ID", help="the person's Entra object id")

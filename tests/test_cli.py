@@ -15,7 +15,7 @@ import pytest
 
 from relay.cli import build_parser
 
-LEAVES = ["serve", "demo", "chat", "check", "bots check", "manifest build"]
+LEAVES = ["serve", "demo", "chat", "check", "bots check", "manifest build", "forget"]
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
