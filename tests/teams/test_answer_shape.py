@@ -124,7 +124,7 @@ async def test_a_file_only_answer_is_one_message(harness: Harness) -> None:
 
 async def _metric(h: Harness, outcome: str) -> float:
     assert h.http is not None
-    async with h.http.get(f"{h.relay_url}/metrics") as resp:
+    async with h.http.get(h.metrics_url) as resp:  # the private metrics listener
         text = await resp.text()
     line = f'relay_turns_total{{outcome="{outcome}"}} '
     return sum(float(x.split()[-1]) for x in text.splitlines() if x.startswith(line))
