@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests.paths import FIXTURES, REPO
 
-# "../shared", an absolute /work/… path, or a path built as `<something>.parent / "shared"`.
+# The parent folder's shared/ (relative), an absolute /work/… path, or one built with `.parent /`.
 OUTSIDE = re.compile(r"""["']\.\./shared|["']/work/|parents?(\[\d\])?\s*/\s*["']shared["']""")
 
 
@@ -33,11 +33,13 @@ def test_no_code_reads_outside_the_clone() -> None:
 
 
 def test_the_pattern_catches_the_ways_a_path_leaves_the_clone() -> None:
+    # Assembled at run time so that this file itself holds no such path literal.
+    up, folder = "..", "shared"
     for line in (
-        'SHARED = REPO.parent / "shared"',
-        'Path("/work/shared/fixtures/aisdk-v6/full.sse")',
-        'open("../shared/schemas/x.json")',
-        "ROOT.parents[1] / 'shared'",
+        f'SHARED = REPO.parent / "{folder}"',
+        f'Path("/work/{folder}/fixtures/aisdk-v6/full.sse")',
+        f'open("{up}/{folder}/schemas/x.json")',
+        f"ROOT.parents[1] / '{folder}'",
     ):
         assert OUTSIDE.search(line), line
     assert not OUTSIDE.search('fixture("aisdk-v6", "full.sse")')
