@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 from relay.devtools.neo_emulator_streams import TurnInput
-from relay.teams.cards import CARD_CONTENT_TYPE
 from tests.fakes.harness import BOT_A, Harness
+from tests.fakes.user_view import posted_approval_cards
 
 GROUP = "19:approvals@thread.v2"
 TECH_AAD = "00000000-0000-0000-0000-0000000000a1"  # the harness's sender
@@ -44,18 +44,7 @@ def _bare_approval(turn: TurnInput) -> list[dict[str, object]]:
 
 
 def _cards(h: Harness, conv: str) -> list[dict[str, Any]]:
-    """Approval cards *posted* (updates are PUTs) into ``conv``."""
-    return [
-        r.activity
-        for r in h.teams.received
-        if r.method == "POST"
-        and r.status < 300
-        and r.conversation_id == conv
-        and any(
-            a.get("contentType") == CARD_CONTENT_TYPE and "Approval needed" in json.dumps(a)
-            for a in r.activity.get("attachments") or []
-        )
-    ]
+    return posted_approval_cards(h.teams, conv)
 
 
 def _click(

@@ -15,8 +15,8 @@ from typing import Any
 from relay.approvals import NOT_SHOWN_TEXT
 from relay.devtools.neo_emulator_streams import TurnInput
 from relay.domain import BotId, ConversationId, TurnState
-from relay.teams.cards import CARD_CONTENT_TYPE
 from tests.fakes.harness import BOT_A, Harness, answer_script, close_harness, make_harness
+from tests.fakes.user_view import posted_approval_cards
 
 TECH_AAD = "00000000-0000-0000-0000-0000000000a1"  # the harness's sender
 BEFORE = "I'll restart the print spooler once a technician approves."
@@ -38,17 +38,7 @@ def _til_script(turn: TurnInput) -> list[dict[str, object]]:
 
 
 def _cards(h: Harness, conv: str) -> list[dict[str, Any]]:
-    return [
-        r.activity
-        for r in h.teams.received
-        if r.method == "POST"
-        and r.status < 300
-        and r.conversation_id == conv
-        and any(
-            a.get("contentType") == CARD_CONTENT_TYPE and "Approval needed" in json.dumps(a)
-            for a in r.activity.get("attachments") or []
-        )
-    ]
+    return posted_approval_cards(h.teams, conv)
 
 
 def _click(

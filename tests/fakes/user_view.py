@@ -8,7 +8,11 @@ table.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from relay.devtools.teams_connector import TeamsConnectorEmulator
+from relay.teams.cards import CARD_CONTENT_TYPE
 
 
 def user_view(teams: TeamsConnectorEmulator, conversation_id: str) -> list[str]:
@@ -28,3 +32,20 @@ def assert_each_once(shown: list[str], words: list[str]) -> None:
     positions = [everything.index(w) for w in words]
     if len(shown) == 1:
         assert positions == sorted(positions), shown
+
+
+def posted_approval_cards(
+    teams: TeamsConnectorEmulator, conversation_id: str
+) -> list[dict[str, Any]]:
+    """Activities *posted* into the conversation (updates are PUTs) carrying an approval card."""
+    return [
+        r.activity
+        for r in teams.received
+        if r.method == "POST"
+        and r.status < 300
+        and r.conversation_id == conversation_id
+        and any(
+            a.get("contentType") == CARD_CONTENT_TYPE and "Approval needed" in json.dumps(a)
+            for a in r.activity.get("attachments") or []
+        )
+    ]
