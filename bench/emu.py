@@ -1,10 +1,11 @@
 """The benchmark's network edge, one role per process: the Neo API emulator or a Teams connector.
 
-Both are the project's own emulators (``relay/devtools``), specialised only where a benchmark
-needs it. ``--role neo``: the agent streams numbered words at a fixed rate and records when it
-emitted each chunk (per conversation: the user's message names it). ``--role teams``: the
-connector answers after a random 30–80 ms and records, per streamed update, which chunk it shows,
-when it arrived and when pacing first allowed it; ``bench.run`` starts several of these shards
+``--role neo``: one shard of the stateless Neo API of ``bench.neo_shard`` (several shards share
+one port; ``--port`` is the first shard's): the agent streams numbered words at a fixed rate and
+records when it emitted each chunk (per conversation: the user's message names it).
+``--role teams``: the project's own connector emulator (``relay/devtools``), specialised: it
+answers after a random 30–80 ms and records, per streamed update, which chunk it shows, when it
+arrived and when pacing first allowed it; ``bench.run`` starts several of these shards
 (the load generator spreads conversations over their ``serviceUrl``\\ s) and computes the
 relay-added latency itself from both sides' records (:func:`bench.common.relay_added`; one
 ``CLOCK_MONOTONIC`` serves every process of the machine). Every helper also runs a loop-lag probe:
@@ -13,7 +14,7 @@ rather than charging the system under test. A small control API (``/bench/stats`
 ``/bench/reset``) lets the load generator read the figures. Each helper exits by itself after
 ``--max-seconds`` or when its stdin closes.
 
-    python -m bench.emu --role neo --chunks 150 --chunk-rate 10 --paragraph 10
+    python -m bench.emu --role neo --chunks 150 --chunk-rate 10 --paragraph 10 [--port P]
     python -m bench.emu --role teams --interval 1.5
 """
 
@@ -26,91 +27,14 @@ import json
 import random
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from bench.common import HOST, NEO_KEY, chunk_text, newest_chunk
+from bench.common import HOST, newest_chunk
 from bench.helpers import LagProbe
-from relay.devtools.neo_emulator import REQUEST_ID, NeoEmulator
-from relay.devtools.neo_emulator_streams import DONE, EmulatedSession, TurnInput
+from bench.neo_shard import ShardedNeo
 from relay.devtools.teams_connector import Received, TeamsConnectorEmulator
-
-
-@dataclass
-class Answer:
-    """One benchmark turn as the Neo side emitted it (monotonic clock, shared by the machine)."""
-
-    chunks: int
-    paragraph: int
-    emitted: list[float] = field(default_factory=list)
-    done_at: float | None = None
-
-
-class BenchNeo(NeoEmulator):
-    """The Neo emulator with a paced, self-timing agent. Message text: ``<mode> <conversation>``
-    where mode ``stream`` answers ``chunks`` words at ``rate``/s and ``ack`` answers 3 at once."""
-
-    def __init__(self, *, chunks: int, rate: float, paragraph: int) -> None:
-        super().__init__(NEO_KEY, show_progress=False)
-        self.chunks, self.rate, self.paragraph = chunks, rate, paragraph
-        self.answers: dict[str, Answer] = {}
-
-    @web.middleware
-    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        # The stock middleware records every request and keeps a 60 s hit list for its rate
-        # headers (O(hits) per request): right for tests, a bottleneck at benchmark rates.
-        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
-            return web.json_response({"error": {"code": "UNAUTHORIZED"}}, status=401)
-        request[REQUEST_ID] = f"req-{random.getrandbits(48):x}"
-        return await handler(request)
-
-    async def _add_headers(self, request: web.Request, response: web.StreamResponse) -> None:
-        response.headers["X-Request-Id"] = str(request.get(REQUEST_ID, ""))
-
-    async def _run(
-        self, previous: asyncio.Task[None] | None, turn: TurnInput, session: EmulatedSession
-    ) -> None:
-        if previous is not None and not previous.done():
-            await asyncio.wait([previous])
-        mode, _, conversation = turn.message.partition(" ")
-        n, rate = (self.chunks, self.rate) if mode == "stream" else (3, 0.0)
-        answer = self.answers[conversation] = Answer(n, self.paragraph if rate else n)
-        log = session.log
-
-        def emit(chunk: dict[str, Any]) -> None:
-            log.append(json.dumps(chunk))
-
-        emit({"type": "start", "messageId": f"msg-{conversation}"})
-        emit({"type": "text-start", "id": "t0"})
-        start = time.monotonic()
-        for i in range(n):
-            if rate:  # an absolute schedule: no drift however late one wake-up was
-                await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
-            emit({"type": "text-delta", "id": "t0", "delta": chunk_text(i, answer.paragraph)})
-            answer.emitted.append(time.monotonic())
-        emit({"type": "text-end", "id": "t0"})
-        emit({"type": "finish", "finishReason": "stop"})
-        log.append(DONE)
-        answer.done_at = time.monotonic()
-
-    def stats(self, full: bool) -> dict[str, Any]:
-        answers = {
-            c: {
-                "chunks": a.chunks,
-                "paragraph": a.paragraph,
-                "emitted": a.emitted,
-                "done": a.done_at,
-            }
-            for c, a in self.answers.items()
-        }
-        return {"answers": answers if full else {}, "turns": len(self.answers)}
-
-    def reset(self) -> None:
-        self.answers.clear()
-        for session in self.sessions.values():
-            session.log.events.clear()  # old turns' events are never read again
 
 
 class BenchConnector(TeamsConnectorEmulator):
@@ -180,7 +104,7 @@ class BenchConnector(TeamsConnectorEmulator):
         }
 
 
-def control_app(role: BenchNeo | BenchConnector, probe: LagProbe) -> web.Application:
+def control_app(role: ShardedNeo | BenchConnector, probe: LagProbe) -> web.Application:
     async def stats(request: web.Request) -> web.Response:
         out = role.stats(full=bool(request.query.get("full")))
         out["lag"] = probe.stats()
@@ -198,13 +122,14 @@ def control_app(role: BenchNeo | BenchConnector, probe: LagProbe) -> web.Applica
 
 
 async def serve(args: argparse.Namespace) -> None:
-    role: BenchNeo | BenchConnector
+    role: ShardedNeo | BenchConnector
     if args.role == "neo":
-        role = BenchNeo(chunks=args.chunks, rate=args.chunk_rate, paragraph=args.paragraph)
+        role = ShardedNeo(chunks=args.chunks, rate=args.chunk_rate, paragraph=args.paragraph)
+        neo_runner, url = await role.start(HOST, args.port)
     else:
         latency = (args.latency_min / 1000, args.latency_max / 1000)
         role = BenchConnector(interval=args.interval, latency=latency)
-    url = await role.start(HOST)
+        url = await role.start(HOST)
     probe = LagProbe()
     probe.start()
     runner = web.AppRunner(control_app(role, probe), access_log=None)
@@ -217,7 +142,10 @@ async def serve(args: argparse.Namespace) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stdin_closed, args.max_seconds)
     await runner.cleanup()
-    await role.stop()
+    if isinstance(role, ShardedNeo):
+        await neo_runner.cleanup()
+    else:
+        await role.stop()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -226,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--chunks", type=int, default=150)
     p.add_argument("--chunk-rate", type=float, default=10.0)
     p.add_argument("--paragraph", type=int, default=10)
+    p.add_argument("--port", type=int, default=0, help="neo: a shard's shared port (0: any)")
     p.add_argument("--interval", type=float, default=1.5)
     p.add_argument("--latency-min", type=float, default=30.0, help="ms")
     p.add_argument("--latency-max", type=float, default=80.0, help="ms")

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 
 from bench.common import cpu_seconds, is_paragraph_end, relay_added, summary_ms
+from bench.neo_shard import merge_answers
 
 LAG_LIMIT_MS = 10.0
 CPU_LIMIT = 0.9  # of one core
@@ -64,9 +65,9 @@ class LagProbe:
 
 
 class Helpers:
-    def __init__(self, neo: Helper, teams: list[Helper], http: aiohttp.ClientSession) -> None:
+    def __init__(self, neo: list[Helper], teams: list[Helper], http: aiohttp.ClientSession) -> None:
         self.neo, self.teams, self.http = neo, teams, http
-        self.all = [neo, *teams]
+        self.all = [*neo, *teams]
         self.probe = LagProbe()  # the load generator's own loop
 
     async def _get(self, helper: Helper, path: str) -> dict[str, Any]:
@@ -97,9 +98,9 @@ class Helpers:
 
     async def full_stats(self, since: Usage) -> dict[str, Any]:
         """The latencies of everything since the last reset, and the harness's own load."""
-        neo = await self._get(self.neo, "stats?full=1")
+        neo = await asyncio.gather(*(self._get(h, "stats?full=1") for h in self.neo))
         shards = await asyncio.gather(*(self._get(h, "stats?full=1") for h in self.teams))
-        answers = neo["answers"]
+        answers = merge_answers([part["answers"] for part in neo])
         updates: list[float] = []
         finals: list[float] = []
         unparsed = 0
@@ -119,7 +120,8 @@ class Helpers:
                     finals.append(at - max(answer["done"], gate))
         elapsed = max(1e-6, time.monotonic() - since.started)
         harness: dict[str, Any] = {}
-        lags = {self.neo.name: neo["lag"], "loadgen": self.probe.stats()}
+        lags = {h.name: part["lag"] for h, part in zip(self.neo, neo, strict=True)}
+        lags["loadgen"] = self.probe.stats()
         lags |= {h.name: s["lag"] for h, s in zip(self.teams, shards, strict=True)}
         now = self.usage().cpu
         for name, cpu0 in since.cpu.items():

@@ -48,6 +48,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "interval": 1.5,
         "ramp": 3.0,
         "teams_shards": 4,
+        "neo_shards": 4,
     },
     "quick": {
         "ack_rate": 100.0,
@@ -59,6 +60,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "interval": 1.5,
         "ramp": 1.0,
         "teams_shards": 2,
+        "neo_shards": 1,
     },
     "smoke": {  # the test suite's run: seconds, not minutes
         "ack_rate": 20.0,
@@ -70,6 +72,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "interval": 0.3,
         "ramp": 0.2,
         "teams_shards": 2,
+        "neo_shards": 2,  # the shared-port path, exercised by the test suite
     },
 }
 P99_TARGET_MS = 50.0
@@ -118,7 +121,7 @@ class Bench:
         self.tmp = Path(tempfile.mkdtemp(prefix="relay-bench-"))
         self.issuer = LocalIssuer(issuer=ISSUER)
         self.children: list[subprocess.Popen[bytes]] = []
-        self.neo: Helper
+        self.neo: list[Helper]
         self.teams: list[Helper] = []
         self.profiles = 0
 
@@ -145,7 +148,10 @@ class Bench:
         common = ["--max-seconds", str(self.args.max_seconds)]
         neo = ["--role", "neo", "--chunks", str(c["chunks"]), "--chunk-rate", str(c["chunk_rate"])]
         neo += ["--paragraph", str(c["paragraph"])]
-        self.neo = self._helper("neo", [*neo, *common])
+        first = self._helper("neo0", [*neo, *common])
+        port = ["--port", first.url.rsplit(":", 1)[1]]  # the other shards share its port
+        n = self.args.neo_shards or c["neo_shards"]
+        self.neo = [first, *(self._helper(f"neo{i}", [*neo, *port, *common]) for i in range(1, n))]
         teams = ["--role", "teams", "--interval", str(c["interval"])]
         shards = self.args.teams_shards or c["teams_shards"]
         self.teams = [self._helper(f"teams{i}", [*teams, *common]) for i in range(shards)]
@@ -167,7 +173,7 @@ class Bench:
             Path(f"{db}{suffix}").unlink(missing_ok=True)
         env |= {
             "NEO_API_KEY": NEO_KEY,
-            "NEO_API_BASE_URL": self.neo.url,
+            "NEO_API_BASE_URL": self.neo[0].url,
             "RELAY_BOTS_FILE": str(self.tmp / "bots.toml"),
             "RELAY_DATABASE_URL": f"sqlite:///{db}",
             "RELAY_SERVICE_URL_ALLOWLIST": f"http://{HOST}",
@@ -202,7 +208,7 @@ class Bench:
             "issuer": ISSUER,
             "login_url": self.issuer.login_url,
             "ca_file": self.issuer.ca_file,
-            "neo_url": self.neo.url,
+            "neo_url": self.neo[0].url,
             "neo_key": NEO_KEY,
             "max_seconds": self.args.max_seconds,
         }
@@ -395,6 +401,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--chunk-rate", type=float, default=None)
     p.add_argument("--no-baseline", action="store_true")
     p.add_argument("--teams-shards", type=int, default=None, help="Teams emulator processes")
+    p.add_argument(
+        "--neo-shards", type=int, default=None, help="Neo emulator processes (one shared port)"
+    )
     p.add_argument("--profile", action="store_true", help="record the relay with py-spy")
     p.add_argument(
         "--relay-env",

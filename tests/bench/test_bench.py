@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from bench.common import chunk_text, newest_chunk, percentile, relay_added
+from bench.neo_shard import decode_cursor, encode_cursor, merge_answers
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,6 +40,31 @@ def test_numbered_words_identify_the_newest_chunk() -> None:
     assert newest_chunk("Working on it…") is None
     assert percentile([3.0, 1.0, 2.0, 4.0], 50) == 2.0
     assert percentile([float(i) for i in range(100)], 99) == 98.0
+
+
+def test_sharded_neo_ids_carry_the_turn_and_order_like_redis_ids() -> None:
+    first = encode_cursor(123_456, "stream s100-00042")
+    assert decode_cursor(first) == (123_456, "stream s100-00042", 0)
+    ids = [encode_cursor(123_456, "stream s100-00042", i) for i in range(1, 200)]
+    keys = [tuple(int(x) for x in i.split("-")) for i in [first, *ids]]
+    assert keys == sorted(keys)  # increasing, as SSE ids
+    assert len(set(keys)) == 200  # and strictly so
+    assert decode_cursor(ids[-1]) == (123_456, "stream s100-00042", 199)
+    assert decode_cursor("not-a-cursor") is None
+
+
+def test_shards_records_merge_into_one_answer_per_conversation() -> None:
+    a = {"c1": {"chunks": 4, "paragraph": 4, "emitted": [1.0, 2.0, None, None], "done": None}}
+    b = {"c1": {"chunks": 4, "paragraph": 4, "emitted": [None, 2.5, 3.0, 4.0], "done": 4.1}}
+    c = {"c2": {"chunks": 3, "paragraph": 3, "emitted": [5.0, None, 6.0], "done": None}}
+    merged = merge_answers([a, b, c])
+    assert merged["c1"] == {
+        "chunks": 4,
+        "paragraph": 4,
+        "emitted": [1.0, 2.0, 3.0, 4.0],
+        "done": 4.1,
+    }
+    assert merged["c2"]["emitted"] == [5.0]  # only the served prefix can be indexed by chunk
 
 
 def test_smoke_run_measures_relay_and_baseline_and_cleans_up(tmp_path: Path) -> None:
