@@ -8,7 +8,9 @@ teams-platform.md §4.1-§4.3), and adds what botbuilder lacks: every failure be
 ``Exception`` and ``AttributeError``, which its adapter turns into 500s, §4.2 "Pitfalls"); a token
 for bot A cannot deliver an activity addressed to bot B; and the OpenID metadata botbuilder
 fetches with synchronous ``requests`` is fetched in worker threads only, so the event loop never
-blocks on it (§4.1 "Metadata cache", §10). The outbound side lives in
+blocks on it (§4.1 "Metadata cache", §10). A token that passed once is remembered until its expiry
+or the next key refresh (:mod:`relay.teams.auth_cache`); the checks that depend on the activity
+or the registry still run every time. The outbound side lives in
 :mod:`relay.teams.credentials` and is re-exported here.
 """
 
@@ -41,6 +43,7 @@ from relay.config import (
 )
 from relay.domain import BotId
 from relay.errors import AuthError
+from relay.teams.auth_cache import ValidatedToken, ValidatedTokens, token_expiry
 from relay.teams.credentials import BotCredentials, MultiBotCredentialsFactory, TokenProvider
 
 __all__ = [
@@ -205,6 +208,8 @@ class InboundAuthenticator:
             AuthenticationConstants.TO_BOT_FROM_EMULATOR_OPENID_METADATA_URL
         )
         self._task: asyncio.Task[None] | None = None
+        # Tokens that passed full validation (relay.teams.auth_cache): a repeat skips botbuilder.
+        self.validated = ValidatedTokens()
 
     async def start(self) -> None:
         """Pre-fetch signing keys in a thread and keep them fresh in the background."""
@@ -281,6 +286,16 @@ class InboundAuthenticator:
         scheme, _, token = header.partition(" ")
         if scheme != "Bearer" or not token or " " in token:
             raise AuthError("Authorization header is not 'Bearer <token>'")
+        cached = self.validated.get(
+            token,
+            channel_id=activity.channel_id,
+            service_url=activity.service_url,
+            key_generation=self.metadata.last_updated,
+        )
+        if cached is not None:
+            return await self._accept(
+                activity, cached.claims, cached.caller_id, cached.request_result
+            )
         try:
             unverified_header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
@@ -301,10 +316,33 @@ class InboundAuthenticator:
             raise AuthError("token has no key id")
         if not await self.metadata.ensure_key(kid):
             raise AuthError("unknown signing key")
+        key_generation = self.metadata.last_updated  # the key set this token is checked against
 
         result = await bfa.authenticate_request(activity, header)
         identity = result.claims_identity
         claims: dict[str, Any] = dict(identity.claims) if identity is not None else {}
+        caller_id = result.caller_id
+        if caller_id is not None:  # the public path hands out a str-Enum member; keep it plain
+            caller_id = str(getattr(caller_id, "value", caller_id))
+        accepted = await self._accept(activity, claims, caller_id, result)
+        expires_at = token_expiry(claims)
+        if expires_at is not None:  # only now: a refused request is never remembered
+            entry = ValidatedToken(
+                claims=claims,
+                caller_id=caller_id,
+                channel_id=activity.channel_id,
+                service_url=activity.service_url,
+                expires_at=expires_at,
+                key_generation=key_generation,
+                request_result=result,
+            )
+            self.validated.put(token, entry)
+        return accepted
+
+    async def _accept(
+        self, activity: Activity, claims: dict[str, Any], caller_id: str | None, result: Any
+    ) -> AuthResult:
+        """The checks that depend on the activity or the live registry: run on every request."""
         aud = claims.get("aud")
         if not isinstance(aud, str) or not await self._factory.is_valid_app_id(aud):
             raise AuthError("token audience is not a registered bot")
@@ -317,9 +355,6 @@ class InboundAuthenticator:
             addressed = str(recipient).lower().removeprefix("28:")
             if addressed != bot_id:
                 raise AuthError("token audience does not match the activity recipient")
-        caller_id = result.caller_id
-        if caller_id is not None:  # the public path hands out a str-Enum member; keep it plain
-            caller_id = str(getattr(caller_id, "value", caller_id))
         return AuthResult(
             bot_id, claims, anonymous=False, caller_id=caller_id, request_result=result
         )
