@@ -15,7 +15,7 @@ import time
 
 from relay.domain import ConversationRef, ConversationType, TurnId
 from relay.store.base import Store
-from relay.teams.activities import StreamInfo, typing_activity
+from relay.teams.activities import stream_info, typing_activity
 from relay.teams.connector import BotConnector
 
 BUSY_TEXT = "Busy — your question is queued. I'll answer as soon as I can."
@@ -35,7 +35,7 @@ class TeamsBusyNotice:
             return
         if await self._store.get_delivery(turn_id):
             return  # an earlier run already showed something: that run's state stands
-        entity = StreamInfo(stream_type="informative", stream_sequence=1)
+        entity = stream_info(stream_type="informative", stream_sequence=1)
         result = await self._connector.send(
             ref, typing_activity(ref, text=self._text, entities=[entity])
         )

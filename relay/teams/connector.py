@@ -4,11 +4,12 @@ Why not botbuilder's ``ConnectorClient`` / ``continue_conversation``: it builds 
 per call (≈ 12 ms of CPU, reference teams-platform.md §10), runs each request through ``requests``
 in a thread pool, applies its own urllib3 retry policy to updates behind our back, and hides the
 status code and ``Retry-After`` that pacing and Teams' streaming rules depend on. The wire format
-is still botbuilder's: callers hand in ``botbuilder.schema.Activity`` objects and they are
-serialised with the SDK's own serializer. Everything here checks the ``serviceUrl`` against the
-allow-list *before* a token is fetched or a byte is sent (DESIGN.md invariant 7), paces through the
-per-conversation and per-tenant limiters, and translates failures into :mod:`relay.errors` classes
-so the retry policy in :mod:`relay.retry` can decide.
+is still botbuilder's: callers hand in the plain dicts of :mod:`relay.teams.activities`
+(botbuilder's serialisation without msrest's per-object cost), encoded with orjson. Everything
+here checks the ``serviceUrl`` against the allow-list *before* a token is fetched or a byte is
+sent (DESIGN.md invariant 7), paces through the per-conversation and per-tenant limiters, and
+translates failures into :mod:`relay.errors` classes so the retry policy in :mod:`relay.retry`
+can decide.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 import aiohttp
-from botbuilder.schema import Activity
+import orjson
 from yarl import URL
 
 from relay.allowlist import HostAllowlist
@@ -38,6 +39,7 @@ from relay.errors import (
     UpstreamError,
 )
 from relay.retry import parse_retry_after
+from relay.teams.activities import Payload
 from relay.teams.pacing import PER_CONVERSATION_WINDOWS, PER_TENANT_WINDOWS, SlidingWindowLimiter
 
 log = logging.getLogger(__name__)
@@ -92,21 +94,19 @@ class BotConnector:
             self._session = None
 
     async def send(
-        self, ref: ConversationRef, activity: Activity, *, idempotent: bool = False
+        self, ref: ConversationRef, activity: Payload, *, idempotent: bool = False
     ) -> SendResult:
         """POST a new activity. ``idempotent`` marks typing/stream updates that may be repeated."""
         url = _conversation_url(ref, "activities")
         return await self._call("POST", ref, url, activity, idempotent=idempotent)
 
-    async def update(
-        self, ref: ConversationRef, activity_id: str, activity: Activity
-    ) -> SendResult:
+    async def update(self, ref: ConversationRef, activity_id: str, activity: Payload) -> SendResult:
         """PUT an existing activity in place (idempotent by nature)."""
         url = _conversation_url(ref, "activities", path_segment(activity_id))
         return await self._call("PUT", ref, url, activity, idempotent=True)
 
     async def _call(
-        self, method: str, ref: ConversationRef, url: URL, activity: Activity, *, idempotent: bool
+        self, method: str, ref: ConversationRef, url: URL, activity: Payload, *, idempotent: bool
     ) -> SendResult:
         if not self._allowlist.allows(ref.service_url):
             # Refused before a token is fetched: a forged serviceUrl never sees the bot's token.
@@ -118,13 +118,13 @@ class BotConnector:
         if self._session is None:
             await self.start()
         assert self._session is not None
-        body = json.dumps(activity.serialize(), separators=(",", ":"))
+        body = encode_activity(activity)
         headers = {"Content-Type": "application/json; charset=utf-8"}
         if self._tokens is not None:
             headers["Authorization"] = f"Bearer {await self._tokens.token(ref.bot_id)}"
         await self._per_conversation.acquire((ref.bot_id, ref.conversation_id))
         await self._per_tenant.acquire((ref.bot_id, ref.tenant_id))
-        op = f"{method} {activity.type}"
+        op = f"{method} {activity.get('type')}"
         try:
             # No redirects: a 307/308 would re-send the activity to a host never allow-listed.
             async with self._session.request(
@@ -156,6 +156,19 @@ class BotConnector:
     def _report(self, op: str, outcome: str) -> None:
         if self._on_result is not None:
             self._on_result(op, outcome)
+
+
+def encode_activity(activity: Payload) -> bytes:
+    """The request body: orjson (UTF-8, compact), or the stdlib for what orjson refuses.
+
+    orjson rejects lone surrogates (a ``\\ud83d`` split across two Neo chunks decodes to one) and
+    non-string keys; ``json.dumps`` escapes the former and stringifies the latter, as before.
+    """
+    try:
+        body: bytes = orjson.dumps(activity)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(activity, separators=(",", ":")).encode()
+    return body
 
 
 def path_segment(value: str) -> str:

@@ -18,13 +18,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from botbuilder.schema import Activity
-
 from relay.domain import Turn
 from relay.errors import AmbiguousError, UpstreamError
 from relay.retry import TEAMS, retry_call
 from relay.store.base import Store
-from relay.teams.activities import OpenEntity, message_activity, typing_activity
+from relay.teams.activities import Payload, message_activity, open_entity, typing_activity
 from relay.teams.connector import BotConnector, SendResult
 from relay.teams.render import MessagePayload
 
@@ -67,14 +65,14 @@ class TypingKeeper:
 def payload_activity_parts(payload: MessagePayload) -> dict[str, Any]:
     """Keyword arguments of :func:`relay.teams.activities.message_activity` for ``payload``."""
     return {
-        "entities": [OpenEntity(e) for e in payload.entities],
+        "entities": [open_entity(e) for e in payload.entities],
         "attachments": payload.attachments,
         "channel_data": payload.channel_data,
     }
 
 
 def _sender(
-    connector: BotConnector, turn: Turn, activity: Activity
+    connector: BotConnector, turn: Turn, activity: Payload
 ) -> Callable[[], Awaitable[SendResult]]:
     return lambda: connector.send(turn.ref, activity)
 

@@ -42,7 +42,7 @@ from relay.errors import (
     StreamCancelled,
     UpstreamError,
 )
-from relay.teams.activities import StreamInfo, typing_activity
+from relay.teams.activities import stream_info, typing_activity
 from relay.teams.citations import ai_message_entity
 from relay.teams.delivery import send_pieces
 from relay.teams.markdown import append_paragraph
@@ -241,7 +241,7 @@ class TeamsStream(StreamClosing):
         if self._interrupted:
             return
         seq = self.sequence + 1
-        entity = StreamInfo(stream_type=kind, stream_sequence=seq, stream_id=self.stream_id)
+        entity = stream_info(stream_type=kind, stream_sequence=seq, stream_id=self.stream_id)
         activity = typing_activity(self._turn.ref, text=text, entities=[entity])
         started = time.monotonic()
         try:

@@ -27,7 +27,7 @@ from relay.errors import (
     UpstreamError,
 )
 from relay.retry import TEAMS, retry_call
-from relay.teams.activities import OpenEntity, StreamInfo, message_activity
+from relay.teams.activities import message_activity, open_entity, stream_info
 from relay.teams.citations import ai_message_entity, build_citations
 from relay.teams.delivery import send_pieces
 from relay.teams.markdown import to_teams_markdown
@@ -139,8 +139,8 @@ class StreamClosing(StreamState):
         assert self.stream_id is not None
         parts: dict[str, Any] = {
             "entities": [
-                StreamInfo(stream_type="final", stream_id=self.stream_id),
-                *(OpenEntity(e) for e in payload.entities),
+                stream_info(stream_type="final", stream_id=self.stream_id),
+                *(open_entity(e) for e in payload.entities),
             ],
             "attachments": payload.attachments,
             "channel_data": payload.channel_data,
@@ -185,7 +185,7 @@ class StreamClosing(StreamState):
         activity = message_activity(
             self._turn.ref,
             payload.text,
-            entities=[OpenEntity(e) for e in payload.entities],
+            entities=[open_entity(e) for e in payload.entities],
             attachments=payload.attachments,
             channel_data=payload.channel_data,
         )

@@ -45,12 +45,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from botbuilder.schema import Activity
-
 from relay.domain import Reply, Turn
 from relay.errors import LeaseLost, StreamCancelled, UpstreamError
 from relay.retry import TEAMS
 from relay.store.base import Store
+from relay.teams.activities import Payload
 from relay.teams.connector import BotConnector, SendResult
 from relay.teams.delivery import TYPING_REFRESH_SECONDS, TypingKeeper
 from relay.teams.render import MESSAGE_LIMIT_BYTES
@@ -118,7 +117,7 @@ class StreamState:
         self._lost: LeaseLost | None = None
         self._last_request_at: float | None = None  # wall clock, journaled for the next run
 
-    async def _post(self, activity: Activity, *, idempotent: bool) -> SendResult:
+    async def _post(self, activity: Payload, *, idempotent: bool) -> SendResult:
         """One stream request. The pause runs from its *end*: Teams times arrivals, and ours
         happens somewhere between start and end (token fetch, pacing), so end + interval is the
         only schedule that can never arrive early (§1.1 "only after a successful response")."""
