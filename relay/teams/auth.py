@@ -30,7 +30,7 @@ from typing import Any
 import jwt
 import requests
 from botbuilder.integration.aiohttp import ConfigurationBotFrameworkAuthentication
-from botbuilder.schema import Activity, CallerIdConstants
+from botbuilder.schema import CallerIdConstants
 from botframework.connector.auth import AuthenticationConstants, JwtTokenExtractor, SkillValidation
 from botframework.connector.auth.jwt_token_extractor import _OpenIdMetadata
 
@@ -45,6 +45,7 @@ from relay.domain import BotId
 from relay.errors import AuthError
 from relay.teams.auth_cache import ValidatedToken, ValidatedTokens, token_expiry
 from relay.teams.credentials import BotCredentials, MultiBotCredentialsFactory, TokenProvider
+from relay.teams.inbound_model import InboundActivity
 
 __all__ = [
     "AuthResult",
@@ -238,7 +239,7 @@ class InboundAuthenticator:
             await asyncio.sleep(delay)
             ok = await self._refresh_quietly()
 
-    async def authenticate(self, auth_header: str | None, activity: Activity) -> AuthResult:
+    async def authenticate(self, auth_header: str | None, activity: InboundActivity) -> AuthResult:
         """Authenticate one inbound activity.
 
         Anonymous mode (no bots, ``allow_anonymous``) accepts every request as anonymous and
@@ -273,7 +274,7 @@ class InboundAuthenticator:
             log.debug("inbound auth failed: %s (%s: %s)", reason, type(exc).__name__, exc)
         return AuthError(reason)
 
-    async def _authenticate(self, auth_header: str | None, activity: Activity) -> AuthResult:
+    async def _authenticate(self, auth_header: str | None, activity: InboundActivity) -> AuthResult:
         bfa = self.bot_framework_authentication
         if self._anonymous:
             # None, never "": parameterized mode only checks `is None` and would crash (§4.2).
@@ -331,7 +332,7 @@ class InboundAuthenticator:
                 claims=claims,
                 caller_id=caller_id,
                 channel_id=activity.channel_id,
-                service_url=activity.service_url,
+                service_url=activity.service_url or "",  # non-empty: _accept required it
                 expires_at=expires_at,
                 key_generation=key_generation,
                 request_result=result,
@@ -340,7 +341,7 @@ class InboundAuthenticator:
         return accepted
 
     async def _accept(
-        self, activity: Activity, claims: dict[str, Any], caller_id: str | None, result: Any
+        self, activity: InboundActivity, claims: dict[str, Any], caller_id: str | None, result: Any
     ) -> AuthResult:
         """The checks that depend on the activity or the live registry: run on every request."""
         aud = claims.get("aud")

@@ -31,7 +31,6 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from aiohttp import web
-from botbuilder.schema import Activity
 
 from relay.allowlist import HostAllowlist
 from relay.approvals import ApprovalClick, ApprovalHandler, DecisionNeo
@@ -46,6 +45,7 @@ from relay.teams.citations import feedback_comment
 from relay.teams.connector import BotConnector, TokenSource
 from relay.teams.files import TeamsFileFetcher
 from relay.teams.inbound import Ignored, conversation_ref, to_turn, user_of
+from relay.teams.inbound_model import InboundActivity
 from relay.teams.messenger import TeamsMessenger
 from relay.turns import TurnPipeline
 
@@ -63,7 +63,7 @@ def _ok() -> web.Response:
     return web.Response(status=200)  # no body at all: what feedback invokes require (§6.4)
 
 
-def _adds_this_bot(activity: Activity) -> bool:
+def _adds_this_bot(activity: InboundActivity) -> bool:
     rid = getattr(activity.recipient, "id", None)
     return any(getattr(m, "id", None) == rid for m in activity.members_added or [])
 
@@ -86,7 +86,7 @@ class InboundDispatcher:
         self._preempt = preempt  # /reset: cancel what runs now (module docstring)
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def dispatch(self, activity: Activity, bot_id: BotId) -> web.Response:
+    async def dispatch(self, activity: InboundActivity, bot_id: BotId) -> web.Response:
         kind = activity.type
         if kind == "message":
             return await self._message(activity, bot_id)
@@ -101,7 +101,7 @@ class InboundDispatcher:
         log.debug("acknowledged %s activity for bot %s", kind, bot_id)
         return _ok()
 
-    async def _message(self, activity: Activity, bot_id: BotId) -> web.Response:
+    async def _message(self, activity: InboundActivity, bot_id: BotId) -> web.Response:
         clicked = parse_click(activity.value)
         if clicked is not None:
             self._click(activity, bot_id, clicked)
@@ -121,7 +121,7 @@ class InboundDispatcher:
         else:
             log.info("duplicate delivery of activity %s acknowledged", turn.activity_id)
 
-    async def _install(self, activity: Activity, bot_id: BotId) -> None:
+    async def _install(self, activity: InboundActivity, bot_id: BotId) -> None:
         ref = replace(conversation_ref(activity, bot_id), reply_to_id=None)  # a new post
         activity_id = ActivityId(
             activity.id if isinstance(activity.id, str) and activity.id else ""
@@ -141,7 +141,7 @@ class InboundDispatcher:
         )
 
     def _click(
-        self, activity: Activity, bot_id: BotId, clicked: tuple[str, str, str | None]
+        self, activity: InboundActivity, bot_id: BotId, clicked: tuple[str, str, str | None]
     ) -> None:
         rid, action, summary = clicked
         click = ApprovalClick(
@@ -155,7 +155,7 @@ class InboundDispatcher:
         )
         self._spawn(self._approvals.handle(click), "approval")
 
-    async def _invoke(self, activity: Activity, bot_id: BotId) -> web.Response:
+    async def _invoke(self, activity: InboundActivity, bot_id: BotId) -> web.Response:
         name = activity.name
         if name == "message/submitAction":
             if await self._first(activity, bot_id):
@@ -173,7 +173,7 @@ class InboundDispatcher:
         log.info("acknowledged unsupported invoke %r for bot %s", name, bot_id)
         return web.json_response({})
 
-    async def _first(self, activity: Activity, bot_id: BotId) -> bool:
+    async def _first(self, activity: InboundActivity, bot_id: BotId) -> bool:
         """False for a re-delivery of an invoke already handled (same activity id)."""
         if not activity.id:
             return True
@@ -204,7 +204,7 @@ class InboundDispatcher:
                 await task
 
 
-def _feedback_event(activity: Activity, bot_id: BotId) -> FeedbackEvent:
+def _feedback_event(activity: InboundActivity, bot_id: BotId) -> FeedbackEvent:
     value = activity.value if isinstance(activity.value, dict) else {}
     raw_value = value.get("actionValue")
     action_value: dict[str, Any] = raw_value if isinstance(raw_value, dict) else {}

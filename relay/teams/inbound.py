@@ -1,12 +1,12 @@
 """Inbound Teams activities → the relay's own types (Turn, or an event the relay answers itself).
 
 Teams facts this module encodes (reference teams-platform.md §3): the bot is ``recipient.id``
-``28:<appId>``; the tenant is ``conversation.tenantId`` (botbuilder 4.17 maps that field to
-``tenantID``, so after deserialisation it sits in ``additional_properties``) with
-``channelData.tenant.id`` as fallback; in group chats and channels the text carries
+``28:<appId>``; the tenant is ``conversation.tenantId`` with ``channelData.tenant.id`` as
+fallback; in group chats and channels the text carries
 ``<at>Bot</at>`` for the mention, which is removed before the text goes to the agent; pasted images
 are Bot Framework attachment URLs that need the bot token, paperclip files carry a pre-authenticated
-``downloadUrl``; the sibling ``text/html`` attachment of an inline image is useless to a bot.
+``downloadUrl``; the sibling ``text/html`` attachment of an inline image is useless to a bot. The
+activity is the relay's own light model (:mod:`relay.teams.inbound_model`), not botbuilder's.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import re
 import time
 from dataclasses import dataclass
 from typing import Any
-
-from botbuilder.schema import Activity, ActivityTypes
 
 from relay.domain import (
     ActivityId,
@@ -31,6 +29,7 @@ from relay.domain import (
     make_turn_id,
 )
 from relay.errors import InboundError
+from relay.teams.inbound_model import InboundActivity, parse_inbound
 
 FILE_DOWNLOAD_INFO = "application/vnd.microsoft.teams.file.download.info"
 
@@ -42,23 +41,19 @@ class Ignored:
     reason: str
 
 
-def parse_activity(body: dict[str, Any]) -> Activity:
-    """Deserialise with botbuilder's own model; refuse bodies that are not activities."""
-    try:
-        activity = Activity().deserialize(body)
-    except Exception as exc:  # msrest raises a zoo of types on malformed input
-        raise InboundError(f"not a Bot Framework activity: {exc.__class__.__name__}") from None
+def parse_activity(body: dict[str, Any]) -> InboundActivity:
+    """The fields the relay reads (:mod:`relay.teams.inbound_model`); refuse non-activities."""
+    activity = parse_inbound(body)
     if not isinstance(activity.type, str) or not activity.type:
         raise InboundError("activity has no type")
-    conv = activity.conversation
-    if activity.type != "ping" and (conv is None or not isinstance(conv.id, str) or not conv.id):
+    if activity.type != "ping" and not activity.conversation.id:
         raise InboundError("activity has no conversation.id")
     if activity.service_url is not None and not isinstance(activity.service_url, str):
         raise InboundError("serviceUrl must be a string")
     return activity
 
 
-def bot_id_of(activity: Activity) -> BotId | None:
+def bot_id_of(activity: InboundActivity) -> BotId | None:
     """The bot an activity is addressed to: ``recipient.id`` without the ``28:`` prefix."""
     rid = activity.recipient.id if activity.recipient is not None else None
     if not isinstance(rid, str) or not rid:
@@ -66,25 +61,23 @@ def bot_id_of(activity: Activity) -> BotId | None:
     return BotId(rid.removeprefix("28:").lower())
 
 
-def tenant_of(activity: Activity) -> TenantId | None:
-    conv = activity.conversation
-    extra = getattr(conv, "additional_properties", None) or {}
-    tenant = extra.get("tenantId") or getattr(conv, "tenant_id", None)
+def tenant_of(activity: InboundActivity) -> TenantId | None:
+    tenant = activity.conversation.tenant_id
     if not tenant and isinstance(activity.channel_data, dict):
         t = activity.channel_data.get("tenant")
         tenant = t.get("id") if isinstance(t, dict) else None
     return TenantId(str(tenant)) if tenant else None
 
 
-def conversation_ref(activity: Activity, bot_id: BotId) -> ConversationRef:
+def conversation_ref(activity: InboundActivity, bot_id: BotId) -> ConversationRef:
     conv = activity.conversation
-    ctype = ConversationType.parse(getattr(conv, "conversation_type", None))
-    if ctype is ConversationType.PERSONAL and getattr(conv, "is_group", False):
+    ctype = ConversationType.parse(conv.conversation_type)
+    if ctype is ConversationType.PERSONAL and conv.is_group:
         ctype = ConversationType.GROUP_CHAT
     return ConversationRef(
         bot_id=bot_id,
         service_url=str(activity.service_url or ""),
-        conversation_id=ConversationId(conv.id),
+        conversation_id=ConversationId(conv.id or ""),
         conversation_type=ctype,
         tenant_id=tenant_of(activity),
         channel_id=str(activity.channel_id or "msteams"),
@@ -93,7 +86,7 @@ def conversation_ref(activity: Activity, bot_id: BotId) -> ConversationRef:
     )
 
 
-def _mentions_recipient(activity: Activity) -> list[str]:
+def _mentions_recipient(activity: InboundActivity) -> list[str]:
     """The literal mention texts (``<at>Bot</at>``) of entities that mention this bot."""
     rid = getattr(activity.recipient, "id", None)
     texts: list[str] = []
@@ -111,7 +104,7 @@ def _mentions_recipient(activity: Activity) -> list[str]:
 _AT_TAG = re.compile(r"<at[^>]*>.*?</at>", re.IGNORECASE | re.DOTALL)
 
 
-def clean_text(activity: Activity) -> tuple[str, bool]:
+def clean_text(activity: InboundActivity) -> tuple[str, bool]:
     """The message text without this bot's @mention, trimmed; and whether the bot was mentioned."""
     text = activity.text if isinstance(activity.text, str) else ""
     mentions = _mentions_recipient(activity)
@@ -122,7 +115,7 @@ def clean_text(activity: Activity) -> tuple[str, bool]:
     return text.strip(), bool(mentions)
 
 
-def inbound_files(activity: Activity) -> list[InboundFile]:
+def inbound_files(activity: InboundActivity) -> list[InboundFile]:
     files: list[InboundFile] = []
     for att in activity.attachments or []:
         if att is None:  # "attachments": [null] deserialises to None (found by fuzzing)
@@ -164,7 +157,7 @@ def _mime_from_name(name: str | None) -> str | None:
     return _EXT_MIME.get(name.rsplit(".", 1)[1].lower())
 
 
-def user_of(activity: Activity) -> User:
+def user_of(activity: InboundActivity) -> User:
     """The sender: Teams user id ``29:…``, Entra object id and display name when present."""
     sender = activity.from_property
     return User(
@@ -174,9 +167,9 @@ def user_of(activity: Activity) -> User:
     )
 
 
-def to_turn(activity: Activity, bot_id: BotId) -> Turn | Ignored:
+def to_turn(activity: InboundActivity, bot_id: BotId) -> Turn | Ignored:
     """A message activity → the Turn to journal, or why it is ignored."""
-    if activity.type != ActivityTypes.message:
+    if activity.type != "message":
         return Ignored(f"activity type {activity.type!r}")
     if not isinstance(activity.id, str) or not activity.id:
         return Ignored("message without an id cannot be de-duplicated")

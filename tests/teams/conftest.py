@@ -6,12 +6,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from botbuilder.schema import Activity, ChannelAccount, ConversationAccount
 from pydantic import SecretStr
 
 from relay.config import AppType, BotConfig, Settings
 from relay.devtools.issuer import LocalIssuer
 from relay.domain import BotId, TenantId
+from relay.teams.inbound_model import Account, Conversation, InboundActivity
 
 AUTH_BOT_A = "0a0a0a0a-1111-4111-8111-aaaaaaaaaaaa"  # SingleTenant
 AUTH_TENANT_A = "7e7e7e7e-2222-4222-8222-aaaaaaaaaaaa"
@@ -72,16 +72,16 @@ def auth_settings(
     return auth_make_settings(auth_issuer)
 
 
-def auth_activity(recipient: str | None = AUTH_BOT_A, **overrides: Any) -> Activity:
+def auth_activity(recipient: str | None = AUTH_BOT_A, **overrides: Any) -> InboundActivity:
     values: dict[str, Any] = {
         "type": "message",
         "id": "1700000000000",
         "channel_id": "msteams",
         "service_url": AUTH_SERVICE_URL,
-        "from_property": ChannelAccount(id="29:user", name="User"),
-        "conversation": ConversationAccount(id="a:conv", conversation_type="personal"),
-        "recipient": ChannelAccount(id=f"28:{recipient}") if recipient else None,
+        "from_property": Account(id="29:user", name="User"),
+        "conversation": Conversation(id="a:conv", conversation_type="personal"),
+        "recipient": Account(id=f"28:{recipient}") if recipient else None,
         "text": "hi",
     }
     values.update(overrides)
-    return Activity(**values)
+    return InboundActivity(**values)
