@@ -117,9 +117,7 @@ def clean_text(activity: InboundActivity) -> tuple[str, bool]:
 
 def inbound_files(activity: InboundActivity) -> list[InboundFile]:
     files: list[InboundFile] = []
-    for att in activity.attachments or []:
-        if att is None:  # "attachments": [null] deserialises to None (found by fuzzing)
-            continue
+    for att in activity.attachments:  # "attachments": [null] items are already dropped (fuzzing)
         ctype = att.content_type if isinstance(att.content_type, str) else ""
         if ctype == FILE_DOWNLOAD_INFO and isinstance(att.content, dict):
             url = att.content.get("downloadUrl")
