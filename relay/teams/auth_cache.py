@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-DEFAULT_MAX_ENTRIES = 4096  # one live token per bot × channel shard; ample, and a few MB at most
+DEFAULT_MAX_ENTRIES = 1024  # Teams reuses one token per bot for an hour: a handful are live
 
 
 @dataclass(frozen=True, slots=True)
