@@ -38,6 +38,7 @@ from relay.domain import EventId, SessionId
 from relay.errors import AmbiguousError, RetryableError
 from relay.neo.chunks import TERMINAL_TYPES
 from relay.neo.client import SERVICE, NeoClient, SseFrame
+from relay.neo.idle_timer import IdleTimer
 from relay.turn_seams import TailScope
 
 log = logging.getLogger(__name__)
@@ -197,39 +198,42 @@ class _TurnTail:
         # Without ids a server can only replay from `since`; skip what was already delivered.
         skip = self._idless_delivered if self.last_id is None else 0
         first = True
-        async with aclosing(frames):
-            while True:
-                remaining = self._remaining()
-                if remaining <= 0:
-                    raise self._over_time()
-                wait = self._limits.first_byte if first else self._limits.idle
-                if self.terminal_seen:
-                    wait = min(wait, self._limits.terminal_grace)
-                try:
-                    async with asyncio.timeout(min(wait, remaining)):
-                        frame = await anext(frames)
-                except StopAsyncIteration:
-                    self.finished = self.terminal_seen
-                    self.reason = "connection closed before the turn ended"
-                    return
-                except TimeoutError:
-                    if self._remaining() <= 0:
-                        raise self._over_time() from None
-                    self.finished = self.terminal_seen
-                    self.reason = f"no event within {wait:g}s" + (" of connecting" if first else "")
-                    return
-                except (RetryableError, AmbiguousError) as exc:
-                    self.reason, self.retry_after = str(exc), getattr(exc, "retry_after", None)
-                    return
-                first = False
-                if frame.id is None and skip > 0 and frame.data.strip() not in ("", DONE):
-                    skip -= 1
-                    continue
-                chunk = await self._accept(frame)
-                if chunk is not None:
-                    yield chunk
-                if self.finished:
-                    return
+        with IdleTimer() as timer:
+            async with aclosing(frames):
+                while True:
+                    remaining = self._remaining()
+                    if remaining <= 0:
+                        raise self._over_time()
+                    wait = self._limits.first_byte if first else self._limits.idle
+                    if self.terminal_seen:
+                        wait = min(wait, self._limits.terminal_grace)
+                    timer.arm(min(wait, remaining))
+                    try:
+                        frame = await timer.reading(anext(frames))
+                    except StopAsyncIteration:
+                        self.finished = self.terminal_seen
+                        self.reason = "connection closed before the turn ended"
+                        return
+                    except TimeoutError:
+                        if self._remaining() <= 0:
+                            raise self._over_time() from None
+                        self.finished = self.terminal_seen
+                        self.reason = f"no event within {wait:g}s" + (
+                            " of connecting" if first else ""
+                        )
+                        return
+                    except (RetryableError, AmbiguousError) as exc:
+                        self.reason, self.retry_after = str(exc), getattr(exc, "retry_after", None)
+                        return
+                    first = False
+                    if frame.id is None and skip > 0 and frame.data.strip() not in ("", DONE):
+                        skip -= 1
+                        continue
+                    chunk = await self._accept(frame)
+                    if chunk is not None:
+                        yield chunk
+                    if self.finished:
+                        return
 
     async def _accept(self, frame: SseFrame) -> dict[str, Any] | None:
         """Dedupe by id, notice ``[DONE]`` and terminal chunks, parse one JSON object."""
