@@ -22,6 +22,7 @@ from urllib.parse import quote
 import httpx
 
 from relay.domain import BotId, EventId, ModelTier, SessionId, TenantId
+from relay.neo import fastjson
 from relay.neo.http import NeoHttp
 from relay.neo.http_errors import (
     SERVICE,
@@ -236,7 +237,7 @@ class NeoClient(NeoHttp):
         if not response.is_success:
             self._raise_for(response, what, idempotent=True)
         try:
-            body = response.json()
+            body = fastjson.loads(response.content)
         except ValueError:
             body = None
         data = body.get("data") if isinstance(body, dict) else None

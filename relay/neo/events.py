@@ -7,7 +7,7 @@ by id, skips whatever is not a JSON object, decides where the turn ends (``[DONE
 body after a terminal chunk, ai-sdk-v6-stream.md §3 "What ends a turn") and bounds every wait with a
 first-event, an idle and a total limit, because an upstream LLM stream must never hang a turn
 (peers-and-pitfalls.md §5 "Unbounded/hung LLM streams"). Parsing stays minimal — one
-``json.loads`` per event; meaning is ``relay.neo.chunks``' job.
+JSON parse per event (orjson, ``relay.neo.fastjson``); meaning is ``relay.neo.chunks``' job.
 
 Tail scoping (DESIGN.md invariant 9). One session is one event stream shared by all its turns,
 and a turn the relay stopped tailing (Stop, deadline, failed tail) keeps writing into it, after the
@@ -25,7 +25,6 @@ journaled event id.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -36,6 +35,7 @@ from typing import Any
 from relay.config import Settings
 from relay.domain import EventId, SessionId
 from relay.errors import AmbiguousError, RetryableError
+from relay.neo import fastjson
 from relay.neo.chunks import TERMINAL_TYPES
 from relay.neo.client import SERVICE, NeoClient, SseFrame
 from relay.neo.idle_timer import IdleTimer
@@ -262,7 +262,7 @@ class _TurnTail:
             if self.last_id is None:
                 self._idless_delivered += 1
         try:
-            chunk = json.loads(data)
+            chunk = fastjson.loads(data)
         except ValueError:
             log.debug("neo tail: non-JSON data skipped (%d chars)", len(data))
             return None

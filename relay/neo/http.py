@@ -20,6 +20,7 @@ import httpx
 from pydantic import SecretStr
 
 from relay.errors import UpstreamError
+from relay.neo import fastjson
 from relay.neo.http_errors import bad_response, error_for, opt_str, transport_error
 from relay.neo.transport import AiohttpTransport
 
@@ -112,10 +113,13 @@ class NeoHttp:
         except TimeoutError:
             exc = httpx.PoolTimeout("no free Neo call slot")
             raise self._transport_error(exc, what, idempotent=idempotent) from None
+        headers = {"Authorization": self._bearer()}
+        content = None
+        if json is not None:
+            content = fastjson.dumps(json)
+            headers["Content-Type"] = "application/json"
         try:
-            return await self._http.request(
-                method, path, json=json, headers={"Authorization": self._bearer()}
-            )
+            return await self._http.request(method, path, content=content, headers=headers)
         except httpx.HTTPError as exc:
             raise self._transport_error(exc, what, idempotent=idempotent) from exc
         finally:
@@ -128,7 +132,7 @@ class NeoHttp:
         if not response.is_success:
             self._raise_for(response, what, idempotent=idempotent)
         try:
-            body = response.json()
+            body = fastjson.loads(response.content)
         except ValueError:
             body = None
         if not isinstance(body, dict):
