@@ -279,7 +279,7 @@ class NeoClient(NeoHttp):
             pool=self._connect_timeout,
         )
         frames = sse_frames(
-            self._tail_http,
+            self._http,
             f"{_session_path(session_id)}/events",
             params=params,
             headers=headers,

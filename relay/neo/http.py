@@ -1,11 +1,10 @@
 """The Neo client's HTTP plumbing: pools, timeouts, auth, the success envelope, error mapping.
 
-Split out of ``relay.neo.client`` (which keeps the typed API calls): :class:`NeoHttp` owns the two
-``httpx.AsyncClient`` (short calls, SSE tails) over one aiohttp connection pool
-(``relay.neo.transport``) with explicit per-phase timeouts, adds the
-``Authorization`` header — the API key is a ``SecretStr`` unwrapped only here, never logged and
-scrubbed from every error message — unwraps Neo's ``{data, meta}`` envelope and hands failures to
-``relay.neo.http_errors`` (neo-chat-api.md §a.2-a.3).
+Split out of ``relay.neo.client`` (which keeps the typed API calls): :class:`NeoHttp` owns the
+``httpx.AsyncClient`` — over one aiohttp connection pool (``relay.neo.transport``), with explicit
+per-phase timeouts — adds the ``Authorization`` header — the API key is a ``SecretStr`` unwrapped
+only here, never logged and scrubbed from every error message — unwraps Neo's ``{data, meta}``
+envelope and hands failures to ``relay.neo.http_errors`` (neo-chat-api.md §a.2-a.3).
 """
 
 from __future__ import annotations
@@ -57,28 +56,22 @@ class NeoHttp:
         self._connect_timeout = connect_timeout
         self._request_timeout = request_timeout
         self._call_slots = asyncio.Semaphore(CALL_CONCURRENCY)
-        self._transport = transport or AiohttpTransport(limit=MAX_CONNECTIONS)
-        # Two clients over one transport: short calls and SSE tails differ in read timeout only.
-        self._http, self._tail_http = (
-            httpx.AsyncClient(
-                base_url=base_url.rstrip("/"),
-                timeout=httpx.Timeout(
-                    connect=connect_timeout,
-                    read=request_timeout,
-                    write=request_timeout,
-                    pool=connect_timeout,
-                ),
-                headers={"User-Agent": USER_AGENT},
-                transport=self._transport,
-                follow_redirects=False,
-            )
-            for _ in range(2)
+        # One client for calls and SSE tails: a tail passes its own read timeout per request.
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            timeout=httpx.Timeout(
+                connect=connect_timeout,
+                read=request_timeout,
+                write=request_timeout,
+                pool=connect_timeout,
+            ),
+            headers={"User-Agent": USER_AGENT},
+            transport=transport or AiohttpTransport(limit=MAX_CONNECTIONS),
+            follow_redirects=False,
         )
 
     async def aclose(self) -> None:
-        await self._http.aclose()
-        await self._tail_http.aclose()
-        await self._transport.aclose()  # idempotent: the clients above closed it already
+        await self._http.aclose()  # closes the transport too
 
     async def __aenter__(self) -> Self:
         return self
