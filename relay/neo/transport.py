@@ -73,7 +73,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
-                limit=self._limit, limit_per_host=0, keepalive_timeout=self._keepalive
+                limit=self._limit,
+                limit_per_host=0,
+                keepalive_timeout=self._keepalive,
+                # httpx's TLS defaults (certifi's CAs, SSL_CERT_FILE / SSL_CERT_DIR honoured), so
+                # Neo and the blob store are trusted exactly as they were under httpcore.
+                ssl=httpx.create_ssl_context(),
             )
             # No cookie jar, no auto-decompression, no raise_for_status: httpx does those.
             self._session = aiohttp.ClientSession(

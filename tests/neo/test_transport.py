@@ -12,6 +12,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from relay.devtools.issuer import LocalIssuer
 from relay.domain import BotId, SessionId, TenantId
 from relay.errors import AmbiguousError, RetryableError
 from relay.neo.client import NeoClient
@@ -234,3 +235,15 @@ async def test_client_classifies_a_dropped_create_as_ambiguous(serve: Serve) -> 
         assert info.value.code == "transport_error"
         with pytest.raises(RetryableError):
             await neo.reset_session(SessionId("s"))
+
+
+async def test_tls_trusts_what_httpx_trusted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpx's TLS defaults: an unknown CA is a connect failure; SSL_CERT_FILE adds one."""
+    with LocalIssuer() as issuer:  # an HTTPS server whose certificate only its own CA signs
+        async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+            with pytest.raises(httpx.ConnectError):
+                await client.get(issuer.login_url)
+        monkeypatch.setenv("SSL_CERT_FILE", issuer.ca_file)
+        async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+            response = await client.get(f"{issuer.login_url}/no-such-path")
+        assert 400 <= response.status_code < 500  # a TLS handshake, then an HTTP answer
