@@ -4,21 +4,28 @@ The end-to-end benchmark (``bench.run``) measures a whole turn on a shared machi
 microseconds per event drown in the noise. This one runs the production ``NeoClient`` +
 ``tail_turn`` over an in-memory transport that yields one event per loop turn (a text-delta chunk
 with a Redis-style id, as Neo sends them), so what it times is exactly the relay's per-event
-Python: the httpx response stream, httpx-sse, the idle timer, dedupe, the JSON parse. It prints
-the minimum and median of seven rounds of ``--streams`` concurrent tails, in microseconds of
-process CPU per event; ``--uvloop`` runs it on uvloop. Used to decide the Neo-side levers
-(bench/README.md "Neo tail").
+Python: the httpx response stream, httpx-sse, the idle timer, dedupe, the JSON parse.
+``--loopback MS`` reads the events over real sockets instead, from a child process that sends each
+stream one every MS ms, so the HTTP transport and the event loop's socket work count too. It
+prints the minimum and median of seven rounds of ``--streams`` concurrent tails, in microseconds
+of this process's CPU per event; ``--uvloop`` runs it on uvloop. Used to decide the Neo-side
+levers (bench/README.md "Neo side").
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 
 import httpx
+from aiohttp import web
 from pydantic import SecretStr
 
 from relay.domain import SessionId
@@ -56,9 +63,38 @@ class _Neo(httpx.AsyncBaseTransport):
         return httpx.Response(200, headers=headers, stream=_Body(self._body))
 
 
-async def measure(streams: int, chunks: int, rounds: int = 7) -> list[float]:
+async def serve(port: int, chunks: int, interval: float) -> None:
+    """``--serve``: the events over real HTTP, one every ``interval`` s per stream (a child
+    process, so its CPU is not the relay's)."""
     body = events(chunks)
-    async with NeoClient("http://neo.invalid", SecretStr("k"), transport=_Neo(body)) as neo:
+
+    async def tail(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        # The relay hangs up after [DONE], as it does on Neo: no error for the last write.
+        with contextlib.suppress(ConnectionError):
+            for event in body:
+                await response.write(event)
+                await asyncio.sleep(interval)
+            await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/public-api/chat/sessions/{sid}/events", tail)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent goes
+
+
+async def measure(
+    streams: int, chunks: int, rounds: int = 7, base_url: str | None = None
+) -> list[float]:
+    body = events(chunks)
+    transport = None if base_url else _Neo(body)
+    async with NeoClient(
+        base_url or "http://neo.invalid", SecretStr("k"), transport=transport
+    ) as neo:
 
         async def one(i: int) -> None:
             got = [c async for c in tail_turn(neo, SessionId(f"s{i}"), since=None, limits=LIMITS)]
@@ -78,16 +114,43 @@ def main() -> None:
     p.add_argument("--streams", type=int, default=50)
     p.add_argument("--chunks", type=int, default=200)
     p.add_argument("--uvloop", action="store_true")
+    p.add_argument(
+        "--loopback",
+        type=float,
+        metavar="MS",
+        help="over real sockets: a child process serves each stream one event per MS ms",
+    )
+    p.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # the --loopback child
     args = p.parse_args()
-    run = measure(args.streams, args.chunks)
-    if args.uvloop:
-        import uvloop
+    if args.serve:
+        asyncio.run(serve(args.serve, args.chunks, args.loopback / 1000))
+        return
+    server, base_url = None, None
+    if args.loopback is not None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        argv = [sys.executable, "-m", "bench.neo_tail", "--serve", str(port)]
+        argv += ["--chunks", str(args.chunks), "--loopback", str(args.loopback)]
+        server = subprocess.Popen(argv, stdin=subprocess.PIPE)
+        base_url = f"http://127.0.0.1:{port}"
+        time.sleep(2)  # the child imports and listens
+    try:
+        run = measure(args.streams, args.chunks, base_url=base_url)
+        if args.uvloop:
+            import uvloop
 
-        result = uvloop.run(run)
-    else:
-        result = asyncio.run(run)
+            result = uvloop.run(run)
+        else:
+            result = asyncio.run(run)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait()
+    where = "loopback" if base_url else "in memory"
     loop = "uvloop" if args.uvloop else "asyncio"
-    print(f"{loop}: min {result[0]:.2f} median {result[len(result) // 2]:.2f} us CPU per event")
+    mid = result[len(result) // 2]
+    print(f"{where}, {loop}: min {result[0]:.2f} median {mid:.2f} us CPU per event")
 
 
 if __name__ == "__main__":
