@@ -3,11 +3,11 @@
 #   docker build -t neo-teams-relay .
 #   docker run --rm -p 3978:3978 --env-file relay.env -v ./bots.toml:/etc/relay/bots.toml:ro \
 #       -e RELAY_BOTS_FILE=/etc/relay/bots.toml neo-teams-relay
-# Stage 1 builds the wheel; stage 2 installs only that wheel and its runtime dependencies, at the
-# versions pinned in constraints.txt (a tested install: an image built next month installs what
-# passed today), into a venv, so no source tree, compiler or build tool ends up in the runtime
-# image. tests/test_packaging.py runs the same build-and-install steps without Docker and is part
-# of `make test`.
+# Stage 1 builds the wheel; stage 2 installs only that wheel and its runtime dependencies plus the
+# `fast` extra (uvloop), at the versions pinned in constraints.txt (a tested install: an image
+# built next month installs what passed today), into a venv, so no source tree, compiler or build
+# tool ends up in the runtime image. tests/test_packaging.py runs the same build-and-install steps
+# without Docker and is part of `make test`.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -25,7 +25,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
 COPY --from=builder /wheels /wheels
 COPY constraints.txt /wheels/
 RUN python -m venv /opt/relay \
-    && /opt/relay/bin/pip install -c /wheels/constraints.txt /wheels/*.whl \
+    && /opt/relay/bin/pip install -c /wheels/constraints.txt "$(ls /wheels/*.whl)[fast]" \
     && rm -rf /wheels \
     && groupadd --system --gid 10001 relay \
     && useradd --system --uid 10001 --gid relay --home-dir /var/lib/relay --create-home \

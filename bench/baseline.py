@@ -6,7 +6,8 @@ same Neo calls (session per conversation, post the message, read the SSE tail) a
 posts (an informative update, cumulative ``typing`` updates cut at paragraph ends and sent
 ``interval`` after the previous answer, one final message). No botbuilder, no journal, no
 retries, no dedupe, no metrics: whatever the relay spends beyond this is the price of those.
-Configuration comes as one JSON argument from ``bench.run``.
+Configuration comes as one JSON argument from ``bench.run``, including the event loop to run on
+(the relay's: uvloop when installed, ``relay/event_loop.py``).
 """
 
 from __future__ import annotations
@@ -200,5 +201,15 @@ async def serve(cfg: dict[str, Any]) -> None:
     await runner.cleanup()
 
 
+def main(cfg: dict[str, Any]) -> None:
+    """Run on the event loop the relay runs on (``bench.run`` says which): a fair ratio."""
+    if cfg.get("event_loop") == "uvloop":
+        import uvloop
+
+        uvloop.run(serve(cfg))
+    else:
+        asyncio.run(serve(cfg))
+
+
 if __name__ == "__main__":
-    asyncio.run(serve(json.loads(sys.argv[1])))
+    main(json.loads(sys.argv[1]))

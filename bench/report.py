@@ -120,7 +120,8 @@ def render_table(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines.append(
         f"machine: nproc {m['nproc']}, {m['cpu_model']}, load average at start "
-        f"{m['loadavg_start']}, at end {m.get('loadavg_end')}"
+        f"{m['loadavg_start']}, at end {m.get('loadavg_end')}, "
+        f"event loop {m.get('event_loop', 'asyncio')} (relay and baseline)"
     )
     return "\n".join(lines)
 

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import ctypes
 import datetime
+import importlib.util
 import json
 import os
 import shutil
@@ -124,6 +125,8 @@ class Bench:
         self.neo: list[Helper]
         self.teams: list[Helper] = []
         self.profiles = 0
+        # The baseline runs on the loop the relay picks, so the ratio compares like with like.
+        self.event_loop = relay_event_loop(args.relay_env)
 
     # -- processes ---------------------------------------------------------------------------------
 
@@ -211,6 +214,7 @@ class Bench:
             "neo_url": self.neo[0].url,
             "neo_key": NEO_KEY,
             "max_seconds": self.args.max_seconds,
+            "event_loop": self.event_loop,
         }
         argv = [sys.executable, "-m", "bench.baseline", json.dumps(cfg)]
         proc = self.spawn(argv, clean_env(), "baseline.log")
@@ -354,9 +358,10 @@ class Bench:
             "name": self.args.name,
             "date": datetime.date.today().isoformat(),
             "command": " ".join(["python -m bench.run", *sys.argv[1:]]),
-            "machine": machine(),
+            "machine": machine() | {"event_loop": self.event_loop},
             "config": self.cfg,
         }
+        say(f"event loop: {self.event_loop} (relay and baseline)")
         result["relay"] = await self.measure("relay", self.start_relay, self.cfg["steps"])
         if not self.args.no_baseline:
             steps = [s["concurrency"] for s in result["relay"]["steps"]]
@@ -364,6 +369,15 @@ class Bench:
         result["machine"]["loadavg_end"] = load_average()
         result["summary"] = summarise(result, P99_TARGET_MS)
         return result
+
+
+def relay_event_loop(relay_env: list[str]) -> str:
+    """The loop ``relay serve`` will run on (relay/event_loop.py): uvloop when this interpreter
+    has it and ``RELAY_UVLOOP`` (from ``--relay-env``) does not turn it off."""
+    settings = dict(kv.split("=", 1) for kv in relay_env)
+    if settings.get("RELAY_UVLOOP", "true").strip().lower() in ("0", "false", "no", "off"):
+        return "asyncio"
+    return "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
 
 
 def passed(step: dict[str, Any]) -> bool:

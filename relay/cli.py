@@ -19,6 +19,7 @@ from aiohttp import web
 from relay.cli_help import CONFIG_ERROR, HelpFormatter, add_bots_file, add_command
 from relay.config import Settings, load_settings
 from relay.errors import ConfigError
+from relay.event_loop import new_event_loop
 from relay.ops.logs import configure_logging, secret_values
 
 log = logging.getLogger("relay")
@@ -45,9 +46,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(settings)
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
-    log.info("listening on %s:%d", host, port)
+    loop, loop_name = new_event_loop(settings.uvloop)
+    log.info("listening on %s:%d, event loop %s", host, port, loop_name)
     # run_app handles SIGINT/SIGTERM: stop accepting, run on_shutdown (drain turns), exit 0.
-    web.run_app(app, host=host, port=port, print=None, shutdown_timeout=settings.shutdown_grace + 5)
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        print=None,
+        shutdown_timeout=settings.shutdown_grace + 5,
+        loop=loop,
+    )
     return 0
 
 

@@ -346,6 +346,8 @@ class Settings(BaseSettings):
     max_active_turns: int = _field("RELAY_MAX_ACTIVE_TURNS", default=1000, ge=1, le=100_000)
     admission_max_lag_ms: float = _field("RELAY_ADMISSION_MAX_LAG_MS", default=10.0, gt=0)
     busy_notice_after: float = _field("RELAY_BUSY_NOTICE_AFTER", default=3.0, ge=0)
+    # Run on uvloop when it is installed (the `fast` extra; relay.event_loop); false: asyncio's.
+    uvloop: bool = _field("RELAY_UVLOOP", default=True)
 
     bots: tuple[BotConfig, ...] = ()
     # The variables load_settings() was given, if not the process environment (relay demo passes

@@ -66,10 +66,12 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(context)])
     [wheel] = wheels.glob("neo_teams_relay-*.whl")
     _run([sys.executable, "-m", "venv", str(venv)])
-    # The runtime stage: the wheel, its dependencies pinned by the constraints file.
+    # The runtime stage: the wheel with the `fast` extra, its dependencies pinned by the
+    # constraints file.
     assert "COPY constraints.txt /wheels/" in DOCKERFILE.read_text()
+    assert '"$(ls /wheels/*.whl)[fast]"' in DOCKERFILE.read_text()
     pins = ["-c", str(ROOT / "constraints.txt")]
-    _run([str(venv / "bin" / "pip"), "install", "-q", *pins, str(wheel)])
+    _run([str(venv / "bin" / "pip"), "install", "-q", *pins, f"{wheel}[fast]"])
     return venv
 
 
@@ -167,5 +169,6 @@ def test_the_installed_wheel_serves_and_stops_cleanly(installed: Path, tmp_path:
     assert proc.returncode == 0, err
     records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert any("relay ready" in str(r["msg"]) for r in records), err
+    assert any("event loop uvloop" in str(r["msg"]) for r in records), err  # the `fast` extra
     assert NEO_KEY not in err, "the Neo key reached the logs"
     assert all(line.startswith("{") for line in err.splitlines() if line), shlex.quote(err)

@@ -22,6 +22,7 @@ from urllib.parse import quote
 import httpx
 
 from relay.domain import BotId, EventId, ModelTier, SessionId, TenantId
+from relay.neo import fastjson
 from relay.neo.http import NeoHttp
 from relay.neo.http_errors import (
     SERVICE,
@@ -236,7 +237,7 @@ class NeoClient(NeoHttp):
         if not response.is_success:
             self._raise_for(response, what, idempotent=True)
         try:
-            body = response.json()
+            body = fastjson.loads(response.content)
         except ValueError:
             body = None
         data = body.get("data") if isinstance(body, dict) else None
@@ -278,7 +279,7 @@ class NeoClient(NeoHttp):
             pool=self._connect_timeout,
         )
         frames = sse_frames(
-            self._tail_http,
+            self._http,
             f"{_session_path(session_id)}/events",
             params=params,
             headers=headers,

@@ -7,7 +7,7 @@ by id, skips whatever is not a JSON object, decides where the turn ends (``[DONE
 body after a terminal chunk, ai-sdk-v6-stream.md §3 "What ends a turn") and bounds every wait with a
 first-event, an idle and a total limit, because an upstream LLM stream must never hang a turn
 (peers-and-pitfalls.md §5 "Unbounded/hung LLM streams"). Parsing stays minimal — one
-``json.loads`` per event; meaning is ``relay.neo.chunks``' job.
+JSON parse per event (orjson, ``relay.neo.fastjson``); meaning is ``relay.neo.chunks``' job.
 
 Tail scoping (DESIGN.md invariant 9). One session is one event stream shared by all its turns,
 and a turn the relay stopped tailing (Stop, deadline, failed tail) keeps writing into it, after the
@@ -25,7 +25,6 @@ journaled event id.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -36,8 +35,10 @@ from typing import Any
 from relay.config import Settings
 from relay.domain import EventId, SessionId
 from relay.errors import AmbiguousError, RetryableError
+from relay.neo import fastjson
 from relay.neo.chunks import TERMINAL_TYPES
 from relay.neo.client import SERVICE, NeoClient, SseFrame
+from relay.neo.idle_timer import IdleTimer
 from relay.turn_seams import TailScope
 
 log = logging.getLogger(__name__)
@@ -197,39 +198,42 @@ class _TurnTail:
         # Without ids a server can only replay from `since`; skip what was already delivered.
         skip = self._idless_delivered if self.last_id is None else 0
         first = True
-        async with aclosing(frames):
-            while True:
-                remaining = self._remaining()
-                if remaining <= 0:
-                    raise self._over_time()
-                wait = self._limits.first_byte if first else self._limits.idle
-                if self.terminal_seen:
-                    wait = min(wait, self._limits.terminal_grace)
-                try:
-                    async with asyncio.timeout(min(wait, remaining)):
-                        frame = await anext(frames)
-                except StopAsyncIteration:
-                    self.finished = self.terminal_seen
-                    self.reason = "connection closed before the turn ended"
-                    return
-                except TimeoutError:
-                    if self._remaining() <= 0:
-                        raise self._over_time() from None
-                    self.finished = self.terminal_seen
-                    self.reason = f"no event within {wait:g}s" + (" of connecting" if first else "")
-                    return
-                except (RetryableError, AmbiguousError) as exc:
-                    self.reason, self.retry_after = str(exc), getattr(exc, "retry_after", None)
-                    return
-                first = False
-                if frame.id is None and skip > 0 and frame.data.strip() not in ("", DONE):
-                    skip -= 1
-                    continue
-                chunk = await self._accept(frame)
-                if chunk is not None:
-                    yield chunk
-                if self.finished:
-                    return
+        with IdleTimer() as timer:
+            async with aclosing(frames):
+                while True:
+                    remaining = self._remaining()
+                    if remaining <= 0:
+                        raise self._over_time()
+                    wait = self._limits.first_byte if first else self._limits.idle
+                    if self.terminal_seen:
+                        wait = min(wait, self._limits.terminal_grace)
+                    timer.arm(min(wait, remaining))
+                    try:
+                        frame = await timer.reading(anext(frames))
+                    except StopAsyncIteration:
+                        self.finished = self.terminal_seen
+                        self.reason = "connection closed before the turn ended"
+                        return
+                    except TimeoutError:
+                        if self._remaining() <= 0:
+                            raise self._over_time() from None
+                        self.finished = self.terminal_seen
+                        self.reason = f"no event within {wait:g}s" + (
+                            " of connecting" if first else ""
+                        )
+                        return
+                    except (RetryableError, AmbiguousError) as exc:
+                        self.reason, self.retry_after = str(exc), getattr(exc, "retry_after", None)
+                        return
+                    first = False
+                    if frame.id is None and skip > 0 and frame.data.strip() not in ("", DONE):
+                        skip -= 1
+                        continue
+                    chunk = await self._accept(frame)
+                    if chunk is not None:
+                        yield chunk
+                    if self.finished:
+                        return
 
     async def _accept(self, frame: SseFrame) -> dict[str, Any] | None:
         """Dedupe by id, notice ``[DONE]`` and terminal chunks, parse one JSON object."""
@@ -258,7 +262,7 @@ class _TurnTail:
             if self.last_id is None:
                 self._idless_delivered += 1
         try:
-            chunk = json.loads(data)
+            chunk = fastjson.loads(data)
         except ValueError:
             log.debug("neo tail: non-JSON data skipped (%d chars)", len(data))
             return None

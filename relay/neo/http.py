@@ -1,10 +1,10 @@
 """The Neo client's HTTP plumbing: pools, timeouts, auth, the success envelope, error mapping.
 
-Split out of ``relay.neo.client`` (which keeps the typed API calls): :class:`NeoHttp` owns the two
-``httpx.AsyncClient`` pools (short calls, SSE tails) with explicit per-phase timeouts, adds the
-``Authorization`` header — the API key is a ``SecretStr`` unwrapped only here, never logged and
-scrubbed from every error message — unwraps Neo's ``{data, meta}`` envelope and hands failures to
-``relay.neo.http_errors`` (neo-chat-api.md §a.2-a.3).
+Split out of ``relay.neo.client`` (which keeps the typed API calls): :class:`NeoHttp` owns the
+``httpx.AsyncClient`` — over one aiohttp connection pool (``relay.neo.transport``), with explicit
+per-phase timeouts — adds the ``Authorization`` header — the API key is a ``SecretStr`` unwrapped
+only here, never logged and scrubbed from every error message — unwraps Neo's ``{data, meta}``
+envelope and hands failures to ``relay.neo.http_errors`` (neo-chat-api.md §a.2-a.3).
 """
 
 from __future__ import annotations
@@ -19,25 +19,21 @@ import httpx
 from pydantic import SecretStr
 
 from relay.errors import UpstreamError
+from relay.neo import fastjson
 from relay.neo.http_errors import bad_response, error_for, opt_str, transport_error
+from relay.neo.transport import AiohttpTransport
 
 log = logging.getLogger("relay.neo.client")
 
 USER_AGENT = "neo-teams-relay/0.1"
-# Every answer in progress holds one connection for its SSE tail, so the tail pool must be as large
-# as the turns one process runs at once: httpx's default (100) capped a relay at ~100 concurrent
-# answers and failed the rest with PoolTimeout. Tails get a pool of their own because httpcore
-# scans every pooled connection on every request (and, with more connections than its keep-alive
-# limit, closes each idle one after use): sharing one pool made each short call pay for all open
-# tails (bench/, README "Benchmarks").
-# Few idle connections kept, because every idle one costs a socket-readability probe (anyio
-# extra-attribute dict + poll) on each request of its pool: a tail lasts seconds, so a fresh
-# connection per tail is cheaper than keeping finished ones (py-spy: ~10 % of the event loop).
-TAIL_POOL_LIMITS = httpx.Limits(max_connections=5000, max_keepalive_connections=8)
-CALL_POOL_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=16)
-# Short calls wait for a slot *in front of* the pool: httpcore matches each queued request against
-# every connection whenever one is added or closed (O(queued x connections)), which a burst of
-# new turns made the largest cost of the event loop (py-spy: ~20 %); a semaphore queue is O(1).
+# Every answer in progress holds one connection for its SSE tail, so the pool must be as large as
+# the turns one process runs at once (httpx's default of 100 once capped a relay at ~100 answers
+# and failed the rest with PoolTimeout). The connections go through one aiohttp pool
+# (``relay.neo.transport``): httpcore's pool scanned every pooled connection on each request, which
+# made it the largest Neo cost of the event loop (bench/README.md "Profile").
+MAX_CONNECTIONS = 5200
+# Short calls wait for a slot *in front of* the pool, so a burst of new turns queues on an O(1)
+# semaphore and can never take the connections the tails need.
 CALL_CONCURRENCY = 64
 
 
@@ -53,32 +49,29 @@ class NeoHttp:
         request_timeout: float = 30,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """``transport`` replaces the shared aiohttp pool (tests); it is closed by ``aclose``."""
         self._api_key = api_key
         # Observer of every failed request, (status or None for transport, error code): metrics.
         self.on_error: Callable[[int | None, str | None], None] | None = None
         self._connect_timeout = connect_timeout
         self._request_timeout = request_timeout
         self._call_slots = asyncio.Semaphore(CALL_CONCURRENCY)
-        self._http, self._tail_http = (
-            httpx.AsyncClient(
-                base_url=base_url.rstrip("/"),
-                timeout=httpx.Timeout(
-                    connect=connect_timeout,
-                    read=request_timeout,
-                    write=request_timeout,
-                    pool=connect_timeout,
-                ),
-                headers={"User-Agent": USER_AGENT},
-                limits=limits,
-                transport=transport,
-                follow_redirects=False,
-            )
-            for limits in (CALL_POOL_LIMITS, TAIL_POOL_LIMITS)
+        # One client for calls and SSE tails: a tail passes its own read timeout per request.
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            timeout=httpx.Timeout(
+                connect=connect_timeout,
+                read=request_timeout,
+                write=request_timeout,
+                pool=connect_timeout,
+            ),
+            headers={"User-Agent": USER_AGENT},
+            transport=transport or AiohttpTransport(limit=MAX_CONNECTIONS),
+            follow_redirects=False,
         )
 
     async def aclose(self) -> None:
-        await self._http.aclose()
-        await self._tail_http.aclose()
+        await self._http.aclose()  # closes the transport too
 
     async def __aenter__(self) -> Self:
         return self
@@ -113,10 +106,13 @@ class NeoHttp:
         except TimeoutError:
             exc = httpx.PoolTimeout("no free Neo call slot")
             raise self._transport_error(exc, what, idempotent=idempotent) from None
+        headers = {"Authorization": self._bearer()}
+        content = None
+        if json is not None:
+            content = fastjson.dumps(json)
+            headers["Content-Type"] = "application/json"
         try:
-            return await self._http.request(
-                method, path, json=json, headers={"Authorization": self._bearer()}
-            )
+            return await self._http.request(method, path, content=content, headers=headers)
         except httpx.HTTPError as exc:
             raise self._transport_error(exc, what, idempotent=idempotent) from exc
         finally:
@@ -129,7 +125,7 @@ class NeoHttp:
         if not response.is_success:
             self._raise_for(response, what, idempotent=idempotent)
         try:
-            body = response.json()
+            body = fastjson.loads(response.content)
         except ValueError:
             body = None
         if not isinstance(body, dict):

@@ -7,6 +7,7 @@ every streamed turn within Teams' rules, and that no process outlives the run.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -18,6 +19,7 @@ import pytest
 
 from bench.common import chunk_text, newest_chunk, percentile, relay_added
 from bench.neo_shard import decode_cursor, encode_cursor, merge_answers
+from bench.neo_tail import events, measure
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,3 +95,11 @@ def test_smoke_run_measures_relay_and_baseline_and_cleans_up(tmp_path: Path) -> 
             assert not Path(f"/proc/{pid}").exists(), f"{system} {pid} still running"
     assert result["machine"]["nproc"] == os.cpu_count()
     assert "cpu_per_turn_ratio" in result["summary"]
+
+
+def test_neo_tail_bench_reads_every_event_of_every_stream() -> None:
+    """bench.neo_tail runs the production tail; it asserts each tail yielded every chunk."""
+    assert len(events(3)) == 6  # start, 3 deltas, finish, [DONE]
+    figures = asyncio.run(measure(streams=3, chunks=5, rounds=2))
+    assert len(figures) == 2
+    assert 0 < figures[0] <= figures[1]
