@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
 
-from relay.admission import AdmissionGate
+from relay.admission import AdmissionGate, StartSlots
 from relay.allowlist import HostAllowlist
 from relay.config import Settings
 from relay.errors import AuthError, ConfigError, InboundError
@@ -160,7 +160,8 @@ async def _startup(app: web.Application) -> None:
     # conversation to, the worker already runs it in order, and a renewal merely late under CPU
     # load would cancel our own turn (bench at 200/s: 5,018 leases "lost", 613 turns failed).
     single = bool(getattr(store, "single_process", False))
-    worker = ConversationWorker(run if single else leases.run)
+    starts = StartSlots(settings.max_starting_turns)
+    worker = ConversationWorker(run if single else leases.run, starts=starts)
     gate = app[ADMISSION] = AdmissionGate(
         worker,
         store.unfinished_conversation_turns,
@@ -168,6 +169,7 @@ async def _startup(app: web.Application) -> None:
         notifier=TeamsBusyNotice(connector, store),
         busy_after=settings.busy_notice_after,
         max_lag=settings.admission_max_lag_ms / 1000,
+        starts=starts,
     )
     worker.on_idle = gate.released
     gate.start()
