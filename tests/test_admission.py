@@ -266,3 +266,24 @@ async def test_the_next_stream_starts_at_the_first_chunk_of_the_one_before(
             assert_each_once(user_view(h.teams, conv), [w.strip() for w in words])
     finally:
         await close_harness(h)
+
+
+async def test_start_slots_hand_over_in_order_past_a_cancelled_waiter() -> None:
+    freed: list[int] = []
+    starts = StartSlots(1, hold=60)
+    starts.on_free = lambda: freed.append(starts.held)
+    first = starts.try_take()
+    assert first is not None
+    assert starts.full
+    assert starts.try_take() is None
+    second = asyncio.ensure_future(starts.take())
+    third = asyncio.ensure_future(starts.take())
+    await asyncio.sleep(0)
+    second.cancel()
+    await asyncio.gather(second, return_exceptions=True)
+    first.release()
+    first.release()  # idempotent: the slot is handed over once
+    slot = await asyncio.wait_for(third, 1)
+    assert (starts.held, freed) == (1, [])  # handed over, never freed in between
+    slot.release()
+    assert (starts.held, freed) == (0, [0])
