@@ -44,6 +44,8 @@ BUSY_AFTER = 3.0
 # Seconds a turn holds its start slot at most when no chunk comes (a slow Neo must not stall the
 # others: past this the turn is waiting on the network, which costs the loop nothing).
 START_HOLD = 2.0
+# Busy notices being sent at once (see AdmissionGate._pump_notices).
+NOTICES_IN_FLIGHT = 4
 
 
 class StartSlots:
@@ -210,6 +212,7 @@ class AdmissionGate:
         self._busy_after = busy_after
         self._waiting: OrderedDict[ConversationKey, _Waiting] = OrderedDict()
         self._admitting = 0  # conversations popped from the queue whose turns are being read
+        self._notifying = 0  # busy notices being sent
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._max_lag = max_lag
@@ -303,14 +306,21 @@ class AdmissionGate:
         assert self._notifier is not None
         period = min(0.5, self._busy_after / 2) if self._busy_after > 0 else 0.5
         while self._waiting:
-            now = time.monotonic()
-            for entry in list(self._waiting.values()):
-                if now - entry.since < self._busy_after:
-                    break  # arrival order: everything after it waited less
-                if not entry.noticed:
-                    entry.noticed = True
-                    entry.notice = self._spawn(self._notify(entry))
+            self._pump_notices()
             await asyncio.sleep(period)
+
+    def _pump_notices(self) -> None:
+        """Start notices for the longest-waiting conversations, at most ``NOTICES_IN_FLIGHT`` at
+        once: each opens a Teams stream, and hundreds at once would starve the webhook — the very
+        thing the wait is for. A finished notice starts the next one."""
+        now = time.monotonic()
+        for entry in list(self._waiting.values()):
+            if self._notifying >= NOTICES_IN_FLIGHT or now - entry.since < self._busy_after:
+                break  # arrival order: everything after it waited less
+            if not entry.noticed:
+                entry.noticed = True
+                self._notifying += 1
+                entry.notice = self._spawn(self._notify(entry))
 
     async def _notify(self, entry: _Waiting) -> None:
         assert self._notifier is not None
@@ -318,6 +328,10 @@ class AdmissionGate:
             await self._notifier.queued(entry.turn_id, entry.ref)
         except Exception as exc:  # best effort: the answer still comes when a slot frees
             log.warning("could not send the busy notice of turn %s: %s", entry.turn_id, exc)
+        finally:
+            self._notifying -= 1
+            if self._waiting:
+                self._pump_notices()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
@@ -327,10 +341,10 @@ class AdmissionGate:
 
     async def close(self) -> None:
         """Stop notices and admissions; waiting turns stay journaled for the next start."""
+        self._waiting.clear()  # first: a cancelled notice must not start the next one
         tasks = [*self._tasks, *([self._ticker] if self._ticker else [])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._lag is not None:
             await self._lag.stop()
-        self._waiting.clear()

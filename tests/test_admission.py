@@ -12,7 +12,13 @@ import asyncio
 import time
 from pathlib import Path
 
-from relay.admission import START_HOLD, AdmissionGate, StartSlots, first_chunk
+from relay.admission import (
+    NOTICES_IN_FLIGHT,
+    START_HOLD,
+    AdmissionGate,
+    StartSlots,
+    first_chunk,
+)
 from relay.app import ADMISSION
 from relay.domain import (
     ActivityId,
@@ -287,3 +293,49 @@ async def test_start_slots_hand_over_in_order_past_a_cancelled_waiter() -> None:
     assert (starts.held, freed) == (1, [])  # handed over, never freed in between
     slot.release()
     assert (starts.held, freed) == (0, [0])
+
+
+async def test_busy_notices_go_out_a_few_at_a_time_oldest_first(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "j.db")
+    await store.open()
+    hang = asyncio.Event()
+    sent: list[TurnId] = []
+    in_flight = peak = 0
+
+    class SlowNotice:
+        async def queued(self, turn_id: TurnId, ref: ConversationRef) -> None:
+            nonlocal in_flight, peak
+            in_flight += 1
+            peak = max(peak, in_flight)
+            await asyncio.sleep(0.02)  # a Teams round-trip
+            sent.append(turn_id)
+            in_flight -= 1
+
+    async def run(turn: Turn) -> None:
+        await hang.wait()
+
+    worker = ConversationWorker(run)
+    gate = AdmissionGate(
+        worker,
+        store.unfinished_conversation_turns,
+        max_active=1,
+        notifier=SlowNotice(),
+        busy_after=0.05,
+    )
+    worker.on_idle = gate.released
+    convs = [f"c{i:02}" for i in range(21)]
+    try:
+        for conv in convs:
+            turn = _turn(conv, 0)
+            assert await store.add_turn(turn)
+            assert gate.submit(turn)
+        end = time.monotonic() + 10
+        while len(sent) < 20 and time.monotonic() < end:
+            await asyncio.sleep(0.02)
+        assert sent == [TurnId(f"{c}-0") for c in convs[1:]]  # all who wait, oldest first
+        assert peak == NOTICES_IN_FLIGHT
+    finally:
+        hang.set()
+        await gate.close()
+        await worker.drain(1)
+        await store.close()
