@@ -10,6 +10,7 @@ not on this application's port but on a private listener of its own (``RELAY_MET
 
 from __future__ import annotations
 
+import gc
 import logging
 from dataclasses import dataclass
 
@@ -184,6 +185,16 @@ async def _startup(app: web.Application) -> None:
     leases.start_sweeper(gate.submit)
     await _start_metrics(app)
     log.info("relay ready: %d bot(s), %d unfinished turn(s) resumed", len(settings.bots), resumed)
+
+
+async def freeze_startup_heap(app: web.Application) -> None:
+    """Start-up hook of the ``relay serve`` process (not of apps built in tests): move every
+    object alive after start-up (modules, botbuilder's and msrest's tables, ~90,000 objects) out
+    of the garbage collector's sight. Otherwise each full collection walks them all, 70–120 ms
+    with the loop stopped on the 2-core bench machine, and the webhook's p99 is that pause."""
+    gc.collect()
+    gc.freeze()
+    log.debug("gc: %d start-up objects frozen", gc.get_freeze_count())
 
 
 async def _start_metrics(app: web.Application) -> None:
