@@ -347,7 +347,7 @@ class Settings(BaseSettings):
     admission_max_lag_ms: float = _field("RELAY_ADMISSION_MAX_LAG_MS", default=10.0, gt=0)
     # Turns in their starting phase (session, POST, opening the stream — until the first chunk or
     # 2 s) at once: a burst of starts is what starves the webhook (bench/README.md sizes it).
-    max_starting_turns: int = _field("RELAY_MAX_STARTING_TURNS", default=32, ge=1, le=100_000)
+    max_starting_turns: int = _field("RELAY_MAX_STARTING_TURNS", default=8, ge=1, le=100_000)
     busy_notice_after: float = _field("RELAY_BUSY_NOTICE_AFTER", default=3.0, ge=0)
 
     bots: tuple[BotConfig, ...] = ()
