@@ -12,9 +12,14 @@ conversation, not a task per turn. The count alone cannot size every load (a 15 
 loop far less per second than a burst of 1-second answers), so new conversations also wait while
 the loop itself is late: :class:`LoopLag` samples how late a short sleep wakes, and past
 ``max_lag`` (``RELAY_ADMISSION_MAX_LAG_MS``) only conversations already running go on, which keeps
-the webhook's answer within about that lag. A conversation that waited more than ``busy_after`` s
-gets one "Busy — your question is queued" notice (:class:`BusyNotifier`, ``relay.teams.busy``).
-Nothing is dropped: a waiting key stays until its turns have been handed to the worker.
+the webhook's answer within about that lag. Starting is the expensive part of a turn (session
+lookup or creation, the POST, opening the event stream: a burst of them starves the loop for
+hundreds of ms), so :class:`StartSlots` also bounds the turns in that phase
+(``RELAY_MAX_STARTING_TURNS``): a slot is held from the run's start to its first chunk
+(:func:`first_chunk`) or for ``hold`` s at most, and while all are held new conversations wait
+here too. A conversation that waited more than ``busy_after`` s gets one "Busy — your question is
+queued" notice (:class:`BusyNotifier`, ``relay.teams.busy``). Nothing is dropped: a waiting key
+stays until its turns have been handed to the worker.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Coroutine
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -35,6 +41,92 @@ ConversationKey = tuple[BotId, ConversationId]
 LoadTurns = Callable[[BotId, ConversationId], Awaitable[list[Turn]]]
 # Seconds a conversation may wait for a slot before its user is told (the issue's "a few seconds").
 BUSY_AFTER = 3.0
+# Seconds a turn holds its start slot at most when no chunk comes (a slow Neo must not stall the
+# others: past this the turn is waiting on the network, which costs the loop nothing).
+START_HOLD = 2.0
+# Busy notices being sent at once (see AdmissionGate._pump_notices).
+NOTICES_IN_FLIGHT = 4
+
+
+class StartSlots:
+    """At most ``limit`` turns in their starting phase; ``on_free`` runs when one ends it.
+
+    ``try_take`` reserves synchronously (the gate's caller learns at once whether it is full);
+    ``take`` waits in arrival order. Each held slot is a :class:`StartSlot`, freed by
+    ``release`` — at the first chunk, after ``hold`` s, or when the run ends, whichever is first.
+    """
+
+    def __init__(self, limit: int, *, hold: float = START_HOLD) -> None:
+        if limit < 1:
+            raise ValueError("the starting-turn limit must be at least 1")
+        self.limit = limit
+        self.hold = hold
+        self.held = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self.on_free: Callable[[], None] | None = None
+
+    @property
+    def full(self) -> bool:
+        return self.held >= self.limit
+
+    def try_take(self) -> StartSlot | None:
+        if self.held >= self.limit or self._waiters:
+            return None
+        self.held += 1
+        return StartSlot(self)
+
+    async def take(self) -> StartSlot:
+        slot = self.try_take()
+        if slot is not None:
+            return slot
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter  # _free handed its slot over: held already counts it
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._free()  # handed over just as we were cancelled: pass it on
+            else:
+                self._waiters.remove(waiter)
+            raise
+        return StartSlot(self)
+
+    def _free(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.held -= 1
+        if self.on_free is not None:
+            self.on_free()
+
+
+class StartSlot:
+    """One held start slot; ``release`` is idempotent and also runs ``hold`` s after creation."""
+
+    __slots__ = ("_slots", "_timer")
+
+    def __init__(self, slots: StartSlots) -> None:
+        self._slots: StartSlots | None = slots
+        self._timer = asyncio.get_running_loop().call_later(slots.hold, self.release)
+
+    def release(self) -> None:
+        slots, self._slots = self._slots, None
+        if slots is not None:
+            self._timer.cancel()
+            slots._free()
+
+
+# The start slot of the turn the current task runs (set by relay.worker around a run).
+CURRENT_START: ContextVar[StartSlot | None] = ContextVar("relay_start_slot", default=None)
+
+
+def first_chunk() -> None:
+    """The running turn has its first chunk from Neo: it is past its starting phase."""
+    slot = CURRENT_START.get()
+    if slot is not None:
+        slot.release()
 
 
 class LoopLag:
@@ -109,6 +201,7 @@ class AdmissionGate:
         busy_after: float = BUSY_AFTER,
         max_lag: float | None = None,
         lag: LoopLag | None = None,
+        starts: StartSlots | None = None,
     ) -> None:
         if max_active < 1:
             raise ValueError("max_active must be at least 1")
@@ -119,12 +212,16 @@ class AdmissionGate:
         self._busy_after = busy_after
         self._waiting: OrderedDict[ConversationKey, _Waiting] = OrderedDict()
         self._admitting = 0  # conversations popped from the queue whose turns are being read
+        self._notifying = 0  # busy notices being sent
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._max_lag = max_lag
         self._lag = lag if lag is not None or max_lag is None else LoopLag()
         if self._lag is not None:
             self._lag.on_sample = self._retry
+        self._starts = starts
+        if starts is not None:
+            starts.on_free = self._retry
 
     @property
     def waiting(self) -> int:
@@ -138,6 +235,9 @@ class AdmissionGate:
     def _full(self) -> bool:
         busy = self._worker.active + self._admitting
         if busy >= self.max_active:
+            return True
+        # Conversations being admitted will take a start slot too.
+        if self._starts is not None and self._starts.held + self._admitting >= self._starts.limit:
             return True
         # A late loop admits nothing new, but never stalls completely: one conversation may run.
         return (
@@ -206,14 +306,21 @@ class AdmissionGate:
         assert self._notifier is not None
         period = min(0.5, self._busy_after / 2) if self._busy_after > 0 else 0.5
         while self._waiting:
-            now = time.monotonic()
-            for entry in list(self._waiting.values()):
-                if now - entry.since < self._busy_after:
-                    break  # arrival order: everything after it waited less
-                if not entry.noticed:
-                    entry.noticed = True
-                    entry.notice = self._spawn(self._notify(entry))
+            self._pump_notices()
             await asyncio.sleep(period)
+
+    def _pump_notices(self) -> None:
+        """Start notices for the longest-waiting conversations, at most ``NOTICES_IN_FLIGHT`` at
+        once: each opens a Teams stream, and hundreds at once would starve the webhook — the very
+        thing the wait is for. A finished notice starts the next one."""
+        now = time.monotonic()
+        for entry in list(self._waiting.values()):
+            if self._notifying >= NOTICES_IN_FLIGHT or now - entry.since < self._busy_after:
+                break  # arrival order: everything after it waited less
+            if not entry.noticed:
+                entry.noticed = True
+                self._notifying += 1
+                entry.notice = self._spawn(self._notify(entry))
 
     async def _notify(self, entry: _Waiting) -> None:
         assert self._notifier is not None
@@ -221,6 +328,10 @@ class AdmissionGate:
             await self._notifier.queued(entry.turn_id, entry.ref)
         except Exception as exc:  # best effort: the answer still comes when a slot frees
             log.warning("could not send the busy notice of turn %s: %s", entry.turn_id, exc)
+        finally:
+            self._notifying -= 1
+            if self._waiting:
+                self._pump_notices()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
@@ -230,10 +341,10 @@ class AdmissionGate:
 
     async def close(self) -> None:
         """Stop notices and admissions; waiting turns stay journaled for the next start."""
+        self._waiting.clear()  # first: a cancelled notice must not start the next one
         tasks = [*self._tasks, *([self._ticker] if self._ticker else [])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._lag is not None:
             await self._lag.stop()
-        self._waiting.clear()

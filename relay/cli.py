@@ -41,9 +41,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         json_format=args.json_logs or settings.log_format == "json",
         secrets=secret_values(settings),
     )
-    from relay.app import create_app
+    from relay.app import create_app, freeze_startup_heap
 
     app = create_app(settings)
+    app.on_startup.append(freeze_startup_heap)  # after the components: they are frozen too
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
     loop, loop_name = new_event_loop(settings.uvloop)

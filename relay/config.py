@@ -345,6 +345,9 @@ class Settings(BaseSettings):
     # the event-loop lag past which new ones wait journaled (bench/README.md sizes both).
     max_active_turns: int = _field("RELAY_MAX_ACTIVE_TURNS", default=1000, ge=1, le=100_000)
     admission_max_lag_ms: float = _field("RELAY_ADMISSION_MAX_LAG_MS", default=10.0, gt=0)
+    # Turns in their starting phase (session, POST, opening the stream — until the first chunk or
+    # 2 s) at once: a burst of starts is what starves the webhook (bench/README.md sizes it).
+    max_starting_turns: int = _field("RELAY_MAX_STARTING_TURNS", default=8, ge=1, le=100_000)
     busy_notice_after: float = _field("RELAY_BUSY_NOTICE_AFTER", default=3.0, ge=0)
     # Run on uvloop when it is installed (the `fast` extra; relay.event_loop); false: asyncio's.
     uvloop: bool = _field("RELAY_UVLOOP", default=True)

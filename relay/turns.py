@@ -35,6 +35,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+from relay.admission import first_chunk
 from relay.domain import (
     BotId,
     ConversationId,
@@ -309,7 +310,7 @@ class TurnPipeline:
         if turn.state is TurnState.POSTED:
             await self._advance(turn, TurnState.STREAMING)
         scope = await journal.scope()
-        terminal = False
+        terminal = started = False
         # Always re-read from since_cursor (not last_event_id): the assembler rebuilds the whole
         # answer, and the sinks' journaled delivery state says what Teams has already shown.
         chunks = self._neo.tail(
@@ -327,6 +328,9 @@ class TurnPipeline:
                 except TimeoutError:
                     log.info("turn %s waits on an approval; handed over", turn.turn_id)
                     break
+                if not started:
+                    started = True
+                    first_chunk()  # past its starting phase: frees its start slot
                 assembler.feed(chunk)
                 await segments.update(assembler.reply)
         finally:

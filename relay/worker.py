@@ -5,7 +5,10 @@ teams-platform.md §0.2), so inbound only journals a turn and hands it here. Eac
 FIFO queue drained by a single task — a second message in the same chat waits for the first answer,
 messages in other chats run concurrently. At start-up, turns a previous process left unfinished are
 resubmitted in their original order; at shutdown, running turns get a grace period to finish and are
-then cancelled, their journal state left for the next start to resume.
+then cancelled, their journal state left for the next start to resume. With ``starts``
+(``relay.admission.StartSlots``) every run first holds a start slot — a new conversation's is
+reserved the moment it is submitted, so the admission gate sees it at once — and the run can free
+it early through ``relay.admission.first_chunk``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from relay.admission import CURRENT_START, StartSlot, StartSlots
 from relay.domain import BotId, ConversationId, Turn, TurnId
 
 log = logging.getLogger(__name__)
@@ -32,8 +36,10 @@ class ConversationWorker:
         *,
         max_concurrent: int = 2000,
         on_idle: Callable[[ConversationKey], None] | None = None,
+        starts: StartSlots | None = None,
     ) -> None:
         self._run = run
+        self._starts = starts
         # Told when a conversation has nothing left to run (relay.admission frees its slot).
         self.on_idle = on_idle
         self._queues: dict[ConversationKey, deque[Turn]] = {}
@@ -58,12 +64,13 @@ class ConversationWorker:
         self._queued.add(turn.turn_id)
         self._queues.setdefault(key, deque()).append(turn)
         if key not in self._tasks:
+            first = self._starts.try_take() if self._starts is not None else None
             self._tasks[key] = asyncio.create_task(
-                self._drain(key), name=f"conversation-{turn.turn_id[:8]}"
+                self._drain(key, first), name=f"conversation-{turn.turn_id[:8]}"
             )
         return True
 
-    async def _drain(self, key: ConversationKey) -> None:
+    async def _drain(self, key: ConversationKey, start: StartSlot | None) -> None:
         queue = self._queues[key]
         try:
             # Once draining for shutdown, start no new turn: it would only be cancelled.
@@ -71,7 +78,16 @@ class ConversationWorker:
                 turn = queue[0]
                 try:
                     async with self._slots:
-                        await self._run(turn)
+                        if start is None and self._starts is not None:
+                            start = await self._starts.take()
+                        token = CURRENT_START.set(start)
+                        try:
+                            await self._run(turn)
+                        finally:
+                            CURRENT_START.reset(token)
+                            if start is not None:
+                                start.release()
+                            start = None
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -81,6 +97,8 @@ class ConversationWorker:
                     queue.popleft()
                     self._queued.discard(turn.turn_id)
         finally:
+            if start is not None:  # cancelled before its run began
+                start.release()
             self._tasks.pop(key, None)
             if not queue:
                 self._queues.pop(key, None)

@@ -12,7 +12,13 @@ import asyncio
 import time
 from pathlib import Path
 
-from relay.admission import AdmissionGate
+from relay.admission import (
+    NOTICES_IN_FLIGHT,
+    START_HOLD,
+    AdmissionGate,
+    StartSlots,
+    first_chunk,
+)
 from relay.app import ADMISSION
 from relay.domain import (
     ActivityId,
@@ -156,3 +162,180 @@ async def test_a_queued_user_sees_busy_then_the_answer_on_the_same_stream(
         assert gate.waiting == 0
     finally:
         await close_harness(h)
+
+
+async def test_a_burst_of_starts_waits_journaled_and_each_first_chunk_frees_a_slot(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(tmp_path / "j.db")
+    await store.open()
+    starting: set[str] = set()
+    peak_starting = 0
+    chunks, finish = asyncio.Event(), asyncio.Event()
+    done: list[str] = []
+
+    async def run(turn: Turn) -> None:
+        nonlocal peak_starting
+        starting.add(turn.conversation_id)
+        peak_starting = max(peak_starting, len(starting))
+        await chunks.wait()  # Neo's first chunk
+        starting.discard(turn.conversation_id)
+        first_chunk()
+        await finish.wait()  # the rest of the answer streams
+        turn.state = TurnState.DELIVERED
+        await store.save_turn(turn)
+        done.append(turn.turn_id)
+
+    starts = StartSlots(2, hold=60)
+    worker = ConversationWorker(run, starts=starts)
+    gate = AdmissionGate(worker, store.unfinished_conversation_turns, max_active=100, starts=starts)
+    worker.on_idle = gate.released
+    try:
+        for conv in "abcdef":
+            turn = _turn(conv, 0)
+            assert await store.add_turn(turn)
+            assert gate.submit(turn)
+        await asyncio.sleep(0.05)
+        # Two start; four wait as keys (journaled), though 100 could be active.
+        assert (worker.active, gate.waiting, starts.held) == (2, 4, 2)
+        chunks.set()
+        end = time.monotonic() + 10
+        while worker.active < 6 and time.monotonic() < end:
+            await asyncio.sleep(0.02)
+        # Every turn is past its first chunk and still streaming: the start slots are free.
+        assert (worker.active, gate.waiting, starts.held) == (6, 0, 0)
+        assert peak_starting == 2
+        finish.set()
+        while len(done) < 6 and time.monotonic() < end:
+            await asyncio.sleep(0.02)
+        assert sorted(done) == [f"{c}-0" for c in "abcdef"]
+        assert await store.unfinished_turns() == []
+    finally:
+        await gate.close()
+        await worker.drain(1)
+        await store.close()
+
+
+async def test_a_start_slot_frees_itself_when_no_chunk_comes(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "j.db")
+    await store.open()
+    hang = asyncio.Event()
+
+    async def run(turn: Turn) -> None:
+        await hang.wait()  # a Neo that sends nothing
+
+    starts = StartSlots(1, hold=0.2)
+    worker = ConversationWorker(run, starts=starts)
+    gate = AdmissionGate(worker, store.unfinished_conversation_turns, max_active=100, starts=starts)
+    worker.on_idle = gate.released
+    try:
+        for conv in "ab":
+            turn = _turn(conv, 0)
+            assert await store.add_turn(turn)
+            assert gate.submit(turn)
+        await asyncio.sleep(0.05)
+        assert (worker.active, gate.waiting) == (1, 1)
+        await asyncio.sleep(0.4)
+        assert (worker.active, gate.waiting) == (2, 0)
+    finally:
+        hang.set()
+        await gate.close()
+        await worker.drain(1)
+        await store.close()
+    assert starts.held == 0
+
+
+async def test_the_next_stream_starts_at_the_first_chunk_of_the_one_before(
+    tmp_path: Path,
+) -> None:
+    """End to end: one start slot, two conversations; the second starts while the first still
+    streams, so the real pipeline freed the slot at its first chunk (not at its end)."""
+    h = await make_harness(
+        tmp_path, max_starting_turns=1, admission_max_lag_ms=10_000, busy_notice_after=60
+    )
+    try:
+        words = _words(40)
+        h.neo.script = lambda turn: _answer(words)
+        h.neo.chunk_delay = 0.1  # each answer streams for ~4 s
+        first = h.activity(BOT_A, "first")
+        second = h.activity(BOT_A, "second")
+        c1, c2 = first["conversation"]["id"], second["conversation"]["id"]
+        assert (await h.deliver(first, bot=BOT_A)).status == 200
+        assert (await h.deliver(second, bot=BOT_A)).status == 200
+        await h.wait_for(lambda: bool(h.teams.stream_requests(c2)), 10, "the second stream")
+        assert not h.teams.messages(c1)  # the first answer is not finished yet
+        # Each run opens its stream as it starts: the second did not wait out the slot's 2 s hold.
+        gap = h.teams.stream_requests(c2)[0].at - h.teams.stream_requests(c1)[0].at
+        assert gap < START_HOLD * 0.75
+        await h.wait_idle(timeout=20)
+        for conv in (c1, c2):
+            assert_each_once(user_view(h.teams, conv), [w.strip() for w in words])
+    finally:
+        await close_harness(h)
+
+
+async def test_start_slots_hand_over_in_order_past_a_cancelled_waiter() -> None:
+    freed: list[int] = []
+    starts = StartSlots(1, hold=60)
+    starts.on_free = lambda: freed.append(starts.held)
+    first = starts.try_take()
+    assert first is not None
+    assert starts.full
+    assert starts.try_take() is None
+    second = asyncio.ensure_future(starts.take())
+    third = asyncio.ensure_future(starts.take())
+    await asyncio.sleep(0)
+    second.cancel()
+    await asyncio.gather(second, return_exceptions=True)
+    first.release()
+    first.release()  # idempotent: the slot is handed over once
+    slot = await asyncio.wait_for(third, 1)
+    assert (starts.held, freed) == (1, [])  # handed over, never freed in between
+    slot.release()
+    assert (starts.held, freed) == (0, [0])
+
+
+async def test_busy_notices_go_out_a_few_at_a_time_oldest_first(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "j.db")
+    await store.open()
+    hang = asyncio.Event()
+    sent: list[TurnId] = []
+    in_flight = peak = 0
+
+    class SlowNotice:
+        async def queued(self, turn_id: TurnId, ref: ConversationRef) -> None:
+            nonlocal in_flight, peak
+            in_flight += 1
+            peak = max(peak, in_flight)
+            await asyncio.sleep(0.02)  # a Teams round-trip
+            sent.append(turn_id)
+            in_flight -= 1
+
+    async def run(turn: Turn) -> None:
+        await hang.wait()
+
+    worker = ConversationWorker(run)
+    gate = AdmissionGate(
+        worker,
+        store.unfinished_conversation_turns,
+        max_active=1,
+        notifier=SlowNotice(),
+        busy_after=0.05,
+    )
+    worker.on_idle = gate.released
+    convs = [f"c{i:02}" for i in range(21)]
+    try:
+        for conv in convs:
+            turn = _turn(conv, 0)
+            assert await store.add_turn(turn)
+            assert gate.submit(turn)
+        end = time.monotonic() + 10
+        while len(sent) < 20 and time.monotonic() < end:
+            await asyncio.sleep(0.02)
+        assert sent == [TurnId(f"{c}-0") for c in convs[1:]]  # all who wait, oldest first
+        assert peak == NOTICES_IN_FLIGHT
+    finally:
+        hang.set()
+        await gate.close()
+        await worker.drain(1)
+        await store.close()

@@ -1,23 +1,24 @@
 """``SqliteStore``: the embedded default backend of ``relay.store.base.Store``, on one file.
 
-It exists so a single relay replica needs no external database. aiosqlite runs the one SQLite
-connection on its own thread, so the event loop never blocks on disk; that thread also serialises
-every statement, which together with single-statement writes (``INSERT ... ON CONFLICT``) is what
-makes ``add_turn`` and ``claim_once`` atomic without any lock of our own. One database file belongs
-to one relay process; several replicas need the Redis backend.
+It exists so a single relay replica needs no external database. The one SQLite connection lives on
+its own thread (``relay.store.sqlite_batch``), so the event loop never blocks on disk; that thread
+also serialises every operation, which is what makes ``add_turn`` and ``claim_once`` atomic without
+any lock of our own, and it commits concurrent writes together (group commit: a write returns once
+its batch is committed). Each method hands the thread one plain function, so a write that takes
+several statements (a turn turning final) is one round-trip and one transaction. One database file
+belongs to one relay process; several replicas need the Redis backend.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
-
-import aiosqlite
+from typing import Any
 
 from relay.domain import (
     BotId,
@@ -37,12 +38,14 @@ from relay.store.lifecycle import (
     DEFAULT_RETENTION,
     Erased,
     final_delivery,
+    scrub_finished,
 )
 from relay.store.migrations import MIGRATIONS, split_statements
+from relay.store.sqlite_batch import BatchedConnection
+
+log = logging.getLogger(__name__)
 
 MEMORY = ":memory:"
-
-_T = TypeVar("_T")
 
 # Compared with `state IN (...)`, not `NOT IN (final)`, so the turns_by_state_age index is used.
 _UNFINISHED = tuple(s.value for s in TurnState if not s.is_final)
@@ -98,7 +101,7 @@ class SqliteStore:
         self._busy_timeout_ms = busy_timeout_ms
         # Wall clock, not monotonic: timestamps and claim expiries outlive the process.
         self._clock = clock
-        self._db: aiosqlite.Connection | None = None
+        self._db: BatchedConnection | None = None
         # In memory: the file has one process, so nobody else needs to see its leases.
         self._leases = LocalLeases()
 
@@ -112,49 +115,49 @@ class SqliteStore:
             return
         if self.path != MEMORY:
             await asyncio.to_thread(Path(self.path).parent.mkdir, parents=True, exist_ok=True)
-        # isolation_level=None: autocommit. Every write below is one statement, hence its own
-        # transaction, durable when it returns; the only multi-statement transaction (migrations)
-        # is opened explicitly.
-        db = await aiosqlite.connect(self.path, isolation_level=None)
-        try:
-            db.row_factory = sqlite3.Row
-            # Before the schema exists: auto_vacuum can only be chosen then (or with a VACUUM).
-            await lifecycle.prepare(db)
-            # WAL + synchronous=NORMAL: a commit is in the WAL (the OS page cache) before execute()
-            # returns, so it survives the process being killed (kill -9, OOM, crash) — the case
-            # invariant 5 is about. It does not fsync per commit, so a power loss (or a kernel
-            # crash) can drop the last few commits; FULL would buy that with an fsync on every
-            # journal write. A lost write means a step is redone, and the deterministic
-            # client_message_id makes a re-POST to Neo a harmless 409. WAL also lets reads run
-            # alongside a write.
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA synchronous=NORMAL")
-            # Wait (rather than fail at once) if another connection — an operator's sqlite3 shell,
-            # a process still shutting down — holds the write lock.
-            await db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
-            await db.execute("PRAGMA foreign_keys=ON")
-            await _migrate(db)
-            # Expired claims are dead weight; dropping them here keeps the table bounded.
-            await db.execute("DELETE FROM claims WHERE expires_at <= ?", (self._clock(),))
-            await db.execute(
-                "DELETE FROM conversation_notes WHERE expires_at <= ?", (self._clock(),)
-            )
-        except BaseException:
-            await db.close()
-            raise
+        db = BatchedConnection(self.path, name=f"sqlite:{Path(self.path).name}")
+        await db.open(self._prepare)
         self._db = db
+
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        # Before the schema exists: auto_vacuum can only be chosen then (or with a VACUUM).
+        lifecycle.prepare(db)
+        # WAL + synchronous=NORMAL: a commit is in the WAL (the OS page cache) before the write
+        # returns, so it survives the process being killed (kill -9, OOM, crash) — the case
+        # invariant 5 is about. It does not fsync per commit, so a power loss (or a kernel
+        # crash) can drop the last few commits; FULL would buy that with an fsync on every
+        # journal commit. A lost write means a step is redone, and the deterministic
+        # client_message_id makes a re-POST to Neo a harmless 409. WAL also lets reads run
+        # alongside a write.
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        # Wait (rather than fail at once) if another connection — an operator's sqlite3 shell,
+        # a process still shutting down — holds the write lock.
+        db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+        db.execute("PRAGMA foreign_keys=ON")
+        _migrate(db)
+        # Expired claims are dead weight; dropping them here keeps the table bounded.
+        db.execute("DELETE FROM claims WHERE expires_at <= ?", (self._clock(),))
+        db.execute("DELETE FROM conversation_notes WHERE expires_at <= ?", (self._clock(),))
 
     async def close(self) -> None:
         db, self._db = self._db, None
         if db is not None:
             await db.close()
+            s = db.stats
+            if s.commits:
+                log.info(
+                    "journal: %d writes in %d commits (%.1f per commit)",
+                    s.writes,
+                    s.commits,
+                    s.writes_per_commit,
+                )
 
     async def ping(self) -> None:
-        async with self._conn.execute("SELECT 1") as cur:
-            await cur.fetchone()
+        await self._conn.read(lambda db: db.execute("SELECT 1").fetchone())
 
     @property
-    def _conn(self) -> aiosqlite.Connection:
+    def _conn(self) -> BatchedConnection:
         if self._db is None:
             raise RuntimeError(f"{self!r} is not open")
         return self._db
@@ -165,23 +168,22 @@ class SqliteStore:
         now = self._clock()
         created_at = turn.created_at or now
         params = (*codec.turn_params(turn), created_at, now)
-        async with self._conn.execute(_INSERT_TURN, params) as cur:
-            inserted = cur.rowcount == 1
+        inserted = await self._conn.write(lambda db: db.execute(_INSERT_TURN, params).rowcount == 1)
         if inserted:
             turn.created_at, turn.updated_at = created_at, now
         return inserted
 
     async def get_turn(self, turn_id: TurnId) -> Turn | None:
         sql = f"{_SELECT_TURNS} WHERE turn_id = ?"
-        async with self._conn.execute(sql, (turn_id,)) as cur:
-            row = await cur.fetchone()
+        row = await self._conn.read(lambda db: db.execute(sql, (turn_id,)).fetchone())
         return codec.row_to_turn(row) if row is not None else None
 
     async def save_turn(self, turn: Turn, *, fence: Fence | None = None) -> None:
         self._leases.check(fence)
         now = self._clock()
-        if turn.state.is_final:
-            await lifecycle.finish_turn(self._conn, turn)
+        final = turn.state.is_final
+        if final:
+            scrub_finished(turn)
         sql = (
             "UPDATE turns SET state = ?, session_id = ?, since_cursor = ?, chat_turn_id = ?,"
             " last_event_id = ?, attempts = ?, error = ?, updated_at = ? WHERE turn_id = ?"
@@ -197,22 +199,28 @@ class SqliteStore:
             now,
             turn.turn_id,
         )
-        async with self._conn.execute(sql, params) as cur:
-            if cur.rowcount != 1:
-                raise KeyError(turn.turn_id)
+        turn_id, bot_id, conversation_id = turn.turn_id, turn.bot_id, turn.conversation_id
+
+        def write(db: sqlite3.Connection) -> int:
+            if final:  # one transaction with the state change
+                lifecycle.finish_turn(db, turn_id, bot_id, conversation_id)
+            return int(db.execute(sql, params).rowcount)
+
+        if await self._conn.write(write) != 1:
+            raise KeyError(turn.turn_id)
         turn.updated_at = now
 
     async def unfinished_turns(self, limit: int = 1000) -> list[Turn]:
-        async with self._conn.execute(_SELECT_UNFINISHED, (*_UNFINISHED, limit)) as cur:
-            rows = await cur.fetchall()
+        params = (*_UNFINISHED, limit)
+        rows = await self._conn.read(lambda db: db.execute(_SELECT_UNFINISHED, params).fetchall())
         return [codec.row_to_turn(r) for r in rows]
 
     async def conversation_turns(
         self, bot_id: BotId, conversation_id: ConversationId
     ) -> list[Turn]:
         sql = f"{_SELECT_TURNS} WHERE bot_id = ? AND conversation_id = ? ORDER BY seq"
-        async with self._conn.execute(sql, (bot_id, conversation_id)) as cur:
-            rows = await cur.fetchall()
+        params = (bot_id, conversation_id)
+        rows = await self._conn.read(lambda db: db.execute(sql, params).fetchall())
         return [codec.row_to_turn(r) for r in rows]
 
     async def unfinished_conversation_turns(
@@ -223,8 +231,7 @@ class SqliteStore:
             f" AND state IN ({', '.join('?' * len(_UNFINISHED))}) ORDER BY seq LIMIT ?"
         )
         params = (bot_id, conversation_id, *_UNFINISHED, limit)
-        async with self._conn.execute(sql, params) as cur:
-            rows = await cur.fetchall()
+        rows = await self._conn.read(lambda db: db.execute(sql, params).fetchall())
         return [codec.row_to_turn(r) for r in rows]
 
     async def save_delivery(
@@ -235,14 +242,13 @@ class SqliteStore:
         # the caller's Turn object stale (unequal to get_turn) after every streamed update.
         # A finished turn keeps no answer text, even if a sink writes after the end.
         params = (*_FINAL, codec.dumps(final_delivery(data)), codec.dumps(data), turn_id)
-        async with self._conn.execute(_SAVE_DELIVERY, params) as cur:
-            if cur.rowcount != 1:
-                raise KeyError(turn_id)
+        changed = await self._conn.write(lambda db: db.execute(_SAVE_DELIVERY, params).rowcount)
+        if changed != 1:
+            raise KeyError(turn_id)
 
     async def get_delivery(self, turn_id: TurnId) -> dict[str, Any]:
         sql = "SELECT delivery_json FROM turns WHERE turn_id = ?"
-        async with self._conn.execute(sql, (turn_id,)) as cur:
-            row = await cur.fetchone()
+        row = await self._conn.read(lambda db: db.execute(sql, (turn_id,)).fetchone())
         if row is None:
             return {}
         data = json.loads(row["delivery_json"] or "{}")
@@ -257,8 +263,8 @@ class SqliteStore:
             "SELECT session_id, last_event_id, show_progress, created_at, updated_at"
             " FROM sessions WHERE bot_id = ? AND conversation_id = ?"
         )
-        async with self._conn.execute(sql, (bot_id, conversation_id)) as cur:
-            row = await cur.fetchone()
+        params = (bot_id, conversation_id)
+        row = await self._conn.read(lambda db: db.execute(sql, params).fetchone())
         if row is None:
             return None
         return SessionRecord(
@@ -292,8 +298,7 @@ class SqliteStore:
             rec.created_at or now,
             now,
         )
-        async with self._conn.execute(sql, params):
-            pass
+        await self._conn.write(lambda db: db.execute(sql, params))
         rec.updated_at = now
 
     async def delete_session(
@@ -301,8 +306,7 @@ class SqliteStore:
     ) -> None:
         self._leases.check(fence)
         sql = "DELETE FROM sessions WHERE bot_id = ? AND conversation_id = ?"
-        async with self._conn.execute(sql, (bot_id, conversation_id)):
-            pass
+        await self._conn.write(lambda db: db.execute(sql, (bot_id, conversation_id)))
 
     async def set_session_cursor(
         self,
@@ -318,8 +322,7 @@ class SqliteStore:
             " WHERE bot_id = ? AND conversation_id = ?"
         )
         params = (last_event_id, self._clock(), bot_id, conversation_id)
-        async with self._conn.execute(sql, params):
-            pass
+        await self._conn.write(lambda db: db.execute(sql, params))
 
     # -- one-shot claims -----------------------------------------------------------------------
 
@@ -332,8 +335,8 @@ class SqliteStore:
             " ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at,"
             " created_at = excluded.created_at WHERE claims.expires_at <= ?"
         )
-        async with self._conn.execute(sql, (key, now + ttl_seconds, now, now)) as cur:
-            return cur.rowcount == 1
+        params = (key, now + ttl_seconds, now, now)
+        return await self._conn.write(lambda db: db.execute(sql, params).rowcount == 1)
 
     # -- conversation notes (issue 13's block) --------------------------------------------------
 
@@ -358,8 +361,7 @@ class SqliteStore:
         patch = codec.dumps(fields)
         expires = now + min(NOTE_TTL_SECONDS, self.retention)
         params = (bot_id, conversation_id, name, patch, expires, now, patch)
-        async with self._conn.execute(sql, params):
-            pass
+        await self._conn.write(lambda db: db.execute(sql, params))
         return await self.get_note(bot_id, conversation_id, name) or {}
 
     async def get_note(
@@ -369,8 +371,8 @@ class SqliteStore:
             "SELECT data_json FROM conversation_notes WHERE bot_id = ? AND conversation_id = ?"
             " AND name = ? AND expires_at > ?"
         )
-        async with self._conn.execute(sql, (bot_id, conversation_id, name, self._clock())) as cur:
-            row = await cur.fetchone()
+        params = (bot_id, conversation_id, name, self._clock())
+        row = await self._conn.read(lambda db: db.execute(sql, params).fetchone())
         if row is None:
             return None
         data = json.loads(row["data_json"])
@@ -390,53 +392,69 @@ class SqliteStore:
     # -- retention and erasure: relay.store.lifecycle, relay.store.sqlite_lifecycle -------------
 
     async def release_claim(self, key: str) -> None:
-        async with self._conn.execute("DELETE FROM claims WHERE key = ?", (key,)):
-            pass
+        await self._conn.write(lambda db: db.execute("DELETE FROM claims WHERE key = ?", (key,)))
 
     async def find_delivered_turn(
         self, bot_id: BotId, conversation_id: ConversationId, activity_id: str
     ) -> Turn | None:
-        turn_id = await lifecycle.delivered_turn_id(
-            self._conn, bot_id, conversation_id, activity_id
+        turn_id = await self._conn.read(
+            lambda db: lifecycle.delivered_turn_id(db, bot_id, conversation_id, activity_id)
         )
         return await self.get_turn(TurnId(turn_id)) if turn_id is not None else None
 
     async def prune(self, *, batch: int = 500) -> Erased:
-        return await lifecycle.prune(
-            self._conn, now=self._clock(), retention=self.retention, batch=batch
-        )
+        """Every expired row, in bounded batches (each its own short write), then the space."""
+        now = self._clock()
+        erased = Erased()
+        for r in lifecycle.RETAINED:
+            for _ in range(lifecycle.MAX_BATCHES):
+                n = await self._conn.write(
+                    lambda db, r=r: lifecycle.delete_expired(  # type: ignore[misc]
+                        db, r, now=now, retention=self.retention, batch=batch
+                    )
+                )
+                erased[r.table] += n
+                if n < batch:
+                    break
+        await self._conn.exclusive(lifecycle.release_space)
+        return erased
 
     async def forget_conversation(
         self, conversation_id: ConversationId, bot_id: BotId | None = None
     ) -> Erased:
-        return await lifecycle.forget_conversation(self._conn, conversation_id, bot_id)
+        erased = await self._conn.write(
+            lambda db: lifecycle.forget_conversation(db, conversation_id, bot_id)
+        )
+        await self._conn.exclusive(lifecycle.release_space)
+        return erased
 
     async def forget_user(self, aad_object_id: str) -> Erased:
-        return await lifecycle.forget_user(self._conn, aad_object_id)
+        erased = await self._conn.write(lambda db: lifecycle.forget_user(db, aad_object_id))
+        await self._conn.exclusive(lifecycle.release_space)
+        return erased
 
 
 # -- schema --------------------------------------------------------------------------------------
 
 
-async def _migrate(db: aiosqlite.Connection) -> None:
+def _migrate(db: sqlite3.Connection) -> None:
     """Apply the pending migrations, all in one IMMEDIATE transaction.
 
     IMMEDIATE takes the write lock before reading the version, so a second process opening the
     same file at the same moment waits (busy_timeout) instead of applying the same migration twice.
     """
-    await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY)")
-    await db.execute("BEGIN IMMEDIATE")
+    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY)")
+    db.execute("BEGIN IMMEDIATE")
     try:
-        async with db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version") as cur:
-            row = await cur.fetchone()
+        row = db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
         current = int(row[0]) if row is not None else 0
         for version, sql in MIGRATIONS:
             if version <= current:
                 continue
             for statement in split_statements(sql):
-                await db.execute(statement)
-            await db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
-        await db.execute("COMMIT")
+                db.execute(statement)
+            db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+        db.execute("COMMIT")
     except BaseException:
-        await db.execute("ROLLBACK")
+        db.execute("ROLLBACK")
         raise

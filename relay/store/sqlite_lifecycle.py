@@ -12,17 +12,15 @@ expires is one list, :data:`RETAINED`: a table added to the schema is covered by
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import dataclass
 
-import aiosqlite
-
-from relay.domain import ConversationType, Turn, TurnState
+from relay.domain import ConversationType, TurnState
 from relay.store.lifecycle import (
     Erased,
     claim_mentions,
     delivered_ids,
     final_delivery,
-    scrub_finished,
 )
 from relay.store.sqlite_rows import dumps
 
@@ -52,76 +50,58 @@ RETAINED: tuple[Retained, ...] = (
 )
 
 
-async def prepare(db: aiosqlite.Connection) -> None:
+def prepare(db: sqlite3.Connection) -> None:
     """Pragmas that make deletes remove bytes; run before the schema is created or migrated."""
-    await db.execute("PRAGMA secure_delete=ON")
-    async with db.execute("PRAGMA auto_vacuum") as cur:
-        row = await cur.fetchone()
+    db.execute("PRAGMA secure_delete=ON")
+    row = db.execute("PRAGMA auto_vacuum").fetchone()
     if row is not None and int(row[0]) != 2:  # 2 = INCREMENTAL
-        await db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-        async with db.execute("SELECT COUNT(*) FROM sqlite_master") as cur:
-            existing = await cur.fetchone()
+        db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        existing = db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         if existing is not None and int(existing[0]) > 0:
             # A file created before retention existed: the mode only changes with a rebuild.
-            await db.execute("VACUUM")
+            db.execute("VACUUM")
 
 
-async def release_space(db: aiosqlite.Connection) -> None:
-    """Move the WAL into the database and truncate it; give freed pages back to the disk."""
-    await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    await db.execute("PRAGMA incremental_vacuum")
+def release_space(db: sqlite3.Connection) -> None:
+    """Move the WAL into the database and truncate it; give freed pages back to the disk.
+
+    Outside any transaction (``BatchedConnection.exclusive``): a checkpoint cannot run in one.
+    """
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.execute("PRAGMA incremental_vacuum")
 
 
-async def _delete_batched(
-    db: aiosqlite.Connection, table: str, where: str, params: dict[str, float], batch: int
+def delete_expired(
+    db: sqlite3.Connection, r: Retained, *, now: float, retention: float, batch: int
 ) -> int:
+    """One bounded batch of :data:`RETAINED` row ``r``'s expired rows (a sweep calls it until a
+    batch comes back short, at most ``MAX_BATCHES`` times, each its own short write)."""
     # Assembled from RETAINED's constants only; values are bound parameters.
     sql = (
-        f"DELETE FROM {table} WHERE rowid IN"  # noqa: S608
-        f" (SELECT rowid FROM {table} WHERE {where} LIMIT {int(batch)})"
+        f"DELETE FROM {r.table} WHERE rowid IN"  # noqa: S608
+        f" (SELECT rowid FROM {r.table} WHERE {r.expired} LIMIT {int(batch)})"
     )
-    deleted = 0
-    for _ in range(MAX_BATCHES):
-        async with db.execute(sql, params) as cur:
-            n = cur.rowcount
-        deleted += max(n, 0)
-        if n < batch:
-            break
-    return deleted
+    return max(db.execute(sql, {"now": now, "cutoff": now - retention}).rowcount, 0)
 
 
-async def prune(db: aiosqlite.Connection, *, now: float, retention: float, batch: int) -> Erased:
-    """Delete every row :data:`RETAINED` says has expired; then release the space."""
-    params = {"now": now, "cutoff": now - retention}
+def forget_conversation(db: sqlite3.Connection, conversation_id: str, bot_id: str | None) -> Erased:
+    """Delete everything held about one conversation (of one bot, or of every bot), in the
+    caller's transaction; the caller then runs :func:`release_space`."""
     erased = Erased()
-    for r in RETAINED:
-        erased[r.table] += await _delete_batched(db, r.table, r.expired, params, batch)
-    await release_space(db)
-    return erased
-
-
-async def forget_conversation(
-    db: aiosqlite.Connection, conversation_id: str, bot_id: str | None
-) -> Erased:
-    """Delete everything held about one conversation (of one bot, or of every bot)."""
-    erased = Erased()
-    erased.neo_sessions |= await _session_ids(db, conversation_id, bot_id)
+    erased.neo_sessions |= _session_ids(db, conversation_id, bot_id)
     for r in RETAINED:
         if r.conversation is None:
             continue
         bot_col, conv_col = r.conversation
         where = f"{conv_col} = ?" + (f" AND {bot_col} = ?" if bot_id is not None else "")
         params = (conversation_id, bot_id) if bot_id is not None else (conversation_id,)
-        async with db.execute(f"DELETE FROM {r.table} WHERE {where}", params) as cur:  # noqa: S608
-            erased[r.table] += max(cur.rowcount, 0)
-    erased["claims"] += await _forget_claims(db, conversation_id, bot_id)
-    await release_space(db)
+        cur = db.execute(f"DELETE FROM {r.table} WHERE {where}", params)  # noqa: S608
+        erased[r.table] += max(cur.rowcount, 0)
+    erased["claims"] += _forget_claims(db, conversation_id, bot_id)
     return erased
 
 
-async def _session_ids(
-    db: aiosqlite.Connection, conversation_id: str, bot_id: str | None
-) -> set[str]:
+def _session_ids(db: sqlite3.Connection, conversation_id: str, bot_id: str | None) -> set[str]:
     """The Neo sessions a conversation's mapping and turns name."""
     bot = " AND bot_id = ?" if bot_id is not None else ""
     params = (conversation_id, bot_id) if bot_id is not None else (conversation_id,)
@@ -130,33 +110,30 @@ async def _session_ids(
         f" UNION SELECT session_id FROM turns WHERE conversation_id = ?{bot}"
         " AND session_id IS NOT NULL"
     )
-    async with db.execute(sql, params + params) as cur:
-        return {str(row[0]) for row in await cur.fetchall()}
+    return {str(row[0]) for row in db.execute(sql, params + params).fetchall()}
 
 
-async def _forget_claims(db: aiosqlite.Connection, conversation_id: str, bot_id: str | None) -> int:
-    async with db.execute(
-        "SELECT key FROM claims WHERE instr(key, ?) > 0", (conversation_id,)
-    ) as cur:
-        keys = [row[0] for row in await cur.fetchall()]
+def _forget_claims(db: sqlite3.Connection, conversation_id: str, bot_id: str | None) -> int:
+    rows = db.execute("SELECT key FROM claims WHERE instr(key, ?) > 0", (conversation_id,))
+    keys = [row[0] for row in rows.fetchall()]
     doomed = [(k,) for k in keys if claim_mentions(k, bot_id, conversation_id)]
     if doomed:
-        await db.executemany("DELETE FROM claims WHERE key = ?", doomed)
+        db.executemany("DELETE FROM claims WHERE key = ?", doomed)
     return len(doomed)
 
 
-async def forget_user(db: aiosqlite.Connection, aad_object_id: str) -> Erased:
+def forget_user(db: sqlite3.Connection, aad_object_id: str) -> Erased:
     """Delete a person's turns; their 1:1 conversations (session mapping included) entirely.
 
     In a group chat or channel the session is shared with others, so only the person's own turns
-    go. The turns are found by the Entra object id Teams sent with each message.
+    go. The turns are found by the Entra object id Teams sent with each message. One transaction;
+    the caller then runs :func:`release_space`.
     """
     sql = (
         "SELECT turn_id, bot_id, conversation_id, ref_json, session_id FROM turns"
         " WHERE lower(json_extract(user_json, '$.aad_object_id')) = lower(?)"
     )
-    async with db.execute(sql, (aad_object_id,)) as cur:
-        rows = await cur.fetchall()
+    rows = db.execute(sql, (aad_object_id,)).fetchall()
     erased = Erased()
     personal: set[tuple[str, str]] = set()
     shared: list[tuple[str]] = []
@@ -169,52 +146,47 @@ async def forget_user(db: aiosqlite.Connection, aad_object_id: str) -> Erased:
             if session_id:
                 erased.neo_sessions.add(str(session_id))
     for bot_id, conversation_id in sorted(personal):
-        erased.merge(await forget_conversation(db, conversation_id, bot_id))
+        erased.merge(forget_conversation(db, conversation_id, bot_id))
     if shared:
-        await db.executemany("DELETE FROM turns WHERE turn_id = ?", shared)
+        db.executemany("DELETE FROM turns WHERE turn_id = ?", shared)
         erased["turns"] += len(shared)
-        await release_space(db)
     return erased
 
 
-async def finish_turn(db: aiosqlite.Connection, turn: Turn) -> None:
-    """A turn turning final: clear its text, files and answer; index the Teams messages it sent."""
-    scrub_finished(turn)
-    async with db.execute(
-        "SELECT delivery_json FROM turns WHERE turn_id = ?", (turn.turn_id,)
-    ) as cur:
-        row = await cur.fetchone()
-    if row is None:
+def finish_turn(db: sqlite3.Connection, turn_id: str, bot_id: str, conversation_id: str) -> None:
+    """A turn turning final: clear its text, files and answer; index the Teams messages it sent.
+
+    Runs in the same write (one transaction) as the state change that makes the turn final; the
+    caller has already scrubbed its own ``Turn`` (``relay.store.lifecycle.scrub_finished``)."""
+    row = db.execute("SELECT delivery_json FROM turns WHERE turn_id = ?", (turn_id,))
+    found = row.fetchone()
+    if found is None:
         return  # the caller's UPDATE reports the unknown turn
-    delivery = json.loads(row[0] or "{}")
+    delivery = json.loads(found[0] or "{}")
     delivery = delivery if isinstance(delivery, dict) else {}
-    await index_delivered(
-        db, turn.turn_id, turn.bot_id, turn.conversation_id, delivered_ids(delivery)
-    )
+    index_delivered(db, turn_id, bot_id, conversation_id, delivered_ids(delivery))
     sql = "UPDATE turns SET text = '', files_json = '[]', delivery_json = ? WHERE turn_id = ?"
-    async with db.execute(sql, (dumps(final_delivery(delivery)), turn.turn_id)):
-        pass
+    db.execute(sql, (dumps(final_delivery(delivery)), turn_id))
 
 
-async def index_delivered(
-    db: aiosqlite.Connection, turn_id: str, bot_id: str, conversation_id: str, ids: set[str]
+def index_delivered(
+    db: sqlite3.Connection, turn_id: str, bot_id: str, conversation_id: str, ids: set[str]
 ) -> None:
     """Record which Teams activities the finished turn sent (feedback's one-lookup index)."""
     if ids:
-        await db.executemany(
+        db.executemany(
             "INSERT INTO delivered_activities (bot_id, conversation_id, activity_id, turn_id)"
             " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
             [(bot_id, conversation_id, activity_id, turn_id) for activity_id in sorted(ids)],
         )
 
 
-async def delivered_turn_id(
-    db: aiosqlite.Connection, bot_id: str, conversation_id: str, activity_id: str
+def delivered_turn_id(
+    db: sqlite3.Connection, bot_id: str, conversation_id: str, activity_id: str
 ) -> str | None:
     sql = (
         "SELECT turn_id FROM delivered_activities"
         " WHERE bot_id = ? AND conversation_id = ? AND activity_id = ?"
     )
-    async with db.execute(sql, (bot_id, conversation_id, activity_id)) as cur:
-        row = await cur.fetchone()
+    row = db.execute(sql, (bot_id, conversation_id, activity_id)).fetchone()
     return str(row[0]) if row is not None else None

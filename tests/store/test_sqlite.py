@@ -36,8 +36,8 @@ async def test_pragmas_and_schema_version(tmp_path: Path) -> None:
         # Per-connection pragmas, so they are read through the store's own connection.
         pragmas: dict[str, list[tuple[object, ...]]] = {}
         for name in ("synchronous", "foreign_keys", "busy_timeout"):
-            async with store._conn.execute(f"PRAGMA {name}") as cur:
-                pragmas[name] = [tuple(row) for row in await cur.fetchall()]
+            rows = await store._conn.read(lambda db, n=name: db.execute(f"PRAGMA {n}").fetchall())
+            pragmas[name] = [tuple(row) for row in rows]
         assert pragmas == {
             "synchronous": [(1,)],  # NORMAL
             "foreign_keys": [(1,)],
