@@ -346,6 +346,11 @@ class Settings(BaseSettings):
     max_active_turns: int = _field("RELAY_MAX_ACTIVE_TURNS", default=1000, ge=1, le=100_000)
     admission_max_lag_ms: float = _field("RELAY_ADMISSION_MAX_LAG_MS", default=10.0, gt=0)
     busy_notice_after: float = _field("RELAY_BUSY_NOTICE_AFTER", default=3.0, ge=0)
+    # Neo's rate budget (relay.budgets): requests per window for the whole deployment (Neo counts
+    # per tenant, and the API key is one tenant), kept in Redis when replicas share one. Turns
+    # that would exceed it wait journaled. 0 turns the budget off, X-RateLimit-* learning too.
+    neo_rate_limit: int = _field("RELAY_NEO_RATE_LIMIT", default=1200, ge=0)
+    neo_rate_window: float = _field("RELAY_NEO_RATE_WINDOW", default=60.0, gt=0, le=3600)
 
     bots: tuple[BotConfig, ...] = ()
     # The variables load_settings() was given, if not the process environment (relay demo passes
