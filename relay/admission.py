@@ -15,6 +15,14 @@ the loop itself is late: :class:`LoopLag` samples how late a short sleep wakes, 
 the webhook's answer within about that lag. A conversation that waited more than ``busy_after`` s
 gets one "Busy — your question is queued" notice (:class:`BusyNotifier`, ``relay.teams.busy``).
 Nothing is dropped: a waiting key stays until its turns have been handed to the worker.
+
+The same queue holds conversations waiting for Neo's rate budget (``relay.budgets``): before a
+turn's first Neo request the pipeline calls :meth:`AdmissionGate.before_neo`, which takes that
+request's unit; when the budget is spent for longer than :data:`PARK_AFTER`, it raises
+``BudgetWait``, the worker ends the conversation's task and :meth:`AdmissionGate.parked` puts the
+conversation back at the front, journaled, with the same busy notice. Until the budget should have
+room again nothing new is admitted, and then one conversation at a time probes it — not every
+waiting one at once, each to be parked again — until a take reports room for all of them.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from relay.budgets import BudgetWait, Grant
 from relay.domain import BotId, ConversationId, ConversationRef, Turn, TurnId
 
 log = logging.getLogger(__name__)
@@ -35,6 +44,11 @@ ConversationKey = tuple[BotId, ConversationId]
 LoadTurns = Callable[[BotId, ConversationId], Awaitable[list[Turn]]]
 # Seconds a conversation may wait for a slot before its user is told (the issue's "a few seconds").
 BUSY_AFTER = 3.0
+# A budget wait this short is slept through by the turn; a longer one parks its conversation.
+PARK_AFTER = 0.5
+# A conversation admitted to probe a spent budget is the only one admitted until it has taken its
+# unit, or at most this long (its first turn may need no Neo request at all).
+PROBE_SECONDS = 2.0
 
 
 class LoopLag:
@@ -81,6 +95,12 @@ class Worker(Protocol):
     def submit(self, turn: Turn) -> bool: ...
 
 
+class TurnBudget(Protocol):
+    """Neo's budget at a turn's start (``relay.budgets.NeoBudget``)."""
+
+    async def begin_turn(self) -> Grant: ...
+
+
 class BusyNotifier(Protocol):
     """Tells the user of a waiting turn that it is queued (``relay.teams.busy.TeamsBusyNotice``)."""
 
@@ -94,6 +114,7 @@ class _Waiting:
     ref: ConversationRef
     noticed: bool = False
     notice: asyncio.Task[None] | None = None  # admission waits for it: one stream per chat
+    parked: bool = False  # waits for budget, at the front: the notice ticker must not stop at it
 
 
 class AdmissionGate:
@@ -109,6 +130,7 @@ class AdmissionGate:
         busy_after: float = BUSY_AFTER,
         max_lag: float | None = None,
         lag: LoopLag | None = None,
+        budget: TurnBudget | None = None,
     ) -> None:
         if max_active < 1:
             raise ValueError("max_active must be at least 1")
@@ -125,6 +147,11 @@ class AdmissionGate:
         self._lag = lag if lag is not None or max_lag is None else LoopLag()
         if self._lag is not None:
             self._lag.on_sample = self._retry
+        self._budget = budget
+        self._budget_until = 0.0  # monotonic; non-zero: the budget was spent, admit by probes
+        self._probe: ConversationKey | None = None
+        self._probe_at = 0.0
+        self._wakes: set[asyncio.TimerHandle] = set()
 
     @property
     def waiting(self) -> int:
@@ -136,6 +163,12 @@ class AdmissionGate:
             self._lag.start()
 
     def _full(self) -> bool:
+        if self._budget_until:
+            now = time.monotonic()
+            if now < self._budget_until:
+                return True
+            if self._probe is not None and now - self._probe_at < PROBE_SECONDS:
+                return True
         busy = self._worker.active + self._admitting
         if busy >= self.max_active:
             return True
@@ -169,8 +202,13 @@ class AdmissionGate:
 
     def released(self, key: ConversationKey | None) -> None:
         """A conversation went idle (worker hook): admit waiting conversations into free slots."""
+        if key is not None and key == self._probe:
+            self._probe = None
         while self._waiting and not self._full():
             next_key, entry = self._waiting.popitem(last=False)
+            if self._budget_until:
+                self._probe, self._probe_at = next_key, time.monotonic()
+                self._wake_at(PROBE_SECONDS)
             self._admitting += 1
             self._spawn(self._admit(next_key, entry))
 
@@ -195,6 +233,52 @@ class AdmissionGate:
         if not submitted:
             self.released(key)  # nothing left to run there (finished meanwhile): next one
 
+    # -- Neo's budget -------------------------------------------------------------------------
+
+    async def before_neo(self, turn: Turn) -> None:
+        """Pipeline hook before a turn's first Neo request: take its unit of Neo's budget, or
+        raise ``BudgetWait`` so that the conversation waits journaled (:meth:`parked`)."""
+        if self._budget is None:
+            return
+        while True:
+            try:
+                grant = await self._budget.begin_turn()
+            except Exception as exc:  # the store is down: the turn's own Neo calls will say so
+                log.warning("could not read Neo's budget (%s); going on", type(exc).__name__)
+                return
+            if grant.wait <= 0:
+                break
+            if grant.wait > PARK_AFTER:
+                raise BudgetWait(turn.turn_id, turn.ref, grant.wait)
+            await asyncio.sleep(grant.wait)
+        key = (turn.bot_id, turn.conversation_id)
+        if self._budget_until and self._probe in (None, key):
+            self._probe = None
+            if grant.remaining > len(self._waiting):
+                self._budget_until = 0.0  # room for everyone waiting: admit as usual again
+            self._retry()
+
+    def parked(self, key: ConversationKey, wait: BudgetWait) -> None:
+        """Worker hook: ``key``'s next turn waits ``wait.wait`` s for budget, journaled."""
+        now = time.monotonic()
+        if key == self._probe:
+            self._probe = None
+        entry = self._waiting.pop(key, None) or _Waiting(now, wait.turn_id, wait.ref)
+        entry.parked = True
+        self._waiting[key] = entry
+        self._waiting.move_to_end(key, last=False)  # it ran before everything still waiting
+        if not self._budget_until:
+            log.info("neo budget spent: conversations wait %.1fs, journaled", wait.wait)
+        self._budget_until = max(self._budget_until, now + wait.wait)
+        self._wake_at(self._budget_until - now)
+        self._ensure_ticker()
+
+    def _wake_at(self, delay: float) -> None:
+        """Try admissions again in ``delay`` s (the loop-lag sampler may do it sooner)."""
+        loop = asyncio.get_running_loop()
+        self._wakes = {w for w in self._wakes if w.when() > loop.time()}  # fired ones go
+        self._wakes.add(loop.call_later(delay, self._retry))
+
     # -- the busy notice ---------------------------------------------------------------------------
 
     def _ensure_ticker(self) -> None:
@@ -209,6 +293,8 @@ class AdmissionGate:
             now = time.monotonic()
             for entry in list(self._waiting.values()):
                 if now - entry.since < self._busy_after:
+                    if entry.parked:
+                        continue  # parked ones are put at the front, whenever they parked
                     break  # arrival order: everything after it waited less
                 if not entry.noticed:
                     entry.noticed = True
@@ -230,6 +316,8 @@ class AdmissionGate:
 
     async def close(self) -> None:
         """Stop notices and admissions; waiting turns stay journaled for the next start."""
+        for wake in self._wakes:
+            wake.cancel()
         tasks = [*self._tasks, *([self._ticker] if self._ticker else [])]
         for task in tasks:
             task.cancel()

@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from relay.domain import (
     BotId,
@@ -135,6 +135,9 @@ class TurnPipeline:
         self._running: dict[ConversationKey, tuple[Turn, asyncio.Task[object]]] = {}
         self._aborting: set[str] = set()
         self._cutoff: dict[ConversationKey, float] = {}
+        # Before a turn's first Neo request (relay.admission.AdmissionGate.before_neo): may raise
+        # relay.budgets.BudgetWait, and the turn, untouched, waits journaled for Neo's budget.
+        self.before_neo: Callable[[Turn], Awaitable[None]] | None = None
 
     def _budget(self, turn: Turn) -> float:
         """Seconds this run may take: what is left of the deadline counted from arrival.
@@ -173,6 +176,12 @@ class TurnPipeline:
         if turn.command is not None and self._commands is not None:
             await self._commands.run(turn)  # a command turn, run in conversation order
             return
+        if (
+            self.before_neo is not None
+            and turn.state in (TurnState.RECEIVED, TurnState.SESSION_READY)
+            and not self._cut_off(turn)
+        ):
+            await self.before_neo(turn)  # before the attempt is counted or Teams sees anything
         segments = Segments(self._store, self._sinks, turn, self._sinks.open(turn))
         interrupted = False
         try:

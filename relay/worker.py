@@ -5,7 +5,10 @@ teams-platform.md §0.2), so inbound only journals a turn and hands it here. Eac
 FIFO queue drained by a single task — a second message in the same chat waits for the first answer,
 messages in other chats run concurrently. At start-up, turns a previous process left unfinished are
 resubmitted in their original order; at shutdown, running turns get a grace period to finish and are
-then cancelled, their journal state left for the next start to resume.
+then cancelled, their journal state left for the next start to resume. A turn that would exceed a
+rate budget (``relay.budgets.BudgetWait``) ends its conversation's task here: the turn and those
+behind it stay journaled and ``on_park`` hands the conversation back to ``relay.admission``, which
+runs it again, in order, once the budget has room.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from relay.budgets import BudgetWait
 from relay.domain import BotId, ConversationId, Turn, TurnId
 
 log = logging.getLogger(__name__)
@@ -36,6 +40,8 @@ class ConversationWorker:
         self._run = run
         # Told when a conversation has nothing left to run (relay.admission frees its slot).
         self.on_idle = on_idle
+        # Told when a conversation's turn waits for a budget (relay.admission parks it).
+        self.on_park: Callable[[ConversationKey, BudgetWait], None] | None = None
         self._queues: dict[ConversationKey, deque[Turn]] = {}
         self._tasks: dict[ConversationKey, asyncio.Task[None]] = {}
         self._queued: set[TurnId] = set()
@@ -65,15 +71,18 @@ class ConversationWorker:
 
     async def _drain(self, key: ConversationKey) -> None:
         queue = self._queues[key]
+        parked: BudgetWait | None = None
         try:
             # Once draining for shutdown, start no new turn: it would only be cancelled.
-            while queue and self._accepting:
+            while queue and self._accepting and parked is None:
                 turn = queue[0]
                 try:
                     async with self._slots:
                         await self._run(turn)
                 except asyncio.CancelledError:
                     raise
+                except BudgetWait as wait:
+                    parked = wait  # it and the turns behind it wait journaled, in order
                 except Exception:
                     # The pipeline handles its own failures; this only guards the queue itself.
                     log.exception("turn %s escaped the pipeline", turn.turn_id)
@@ -82,10 +91,17 @@ class ConversationWorker:
                     self._queued.discard(turn.turn_id)
         finally:
             self._tasks.pop(key, None)
+            if parked is not None:
+                for waiting in queue:
+                    self._queued.discard(waiting.turn_id)
+                queue.clear()
             if not queue:
                 self._queues.pop(key, None)
-            if self.on_idle is not None and self._accepting:
-                self.on_idle(key)
+            if self._accepting:
+                if parked is not None and self.on_park is not None:
+                    self.on_park(key, parked)
+                elif self.on_idle is not None:
+                    self.on_idle(key)
 
     async def drain(self, grace: float) -> None:
         """Stop accepting; wait up to ``grace`` seconds for running turns, then cancel the rest."""
