@@ -152,6 +152,8 @@ class AdmissionGate:
         self._probe: ConversationKey | None = None
         self._probe_at = 0.0
         self._wakes: set[asyncio.TimerHandle] = set()
+        # The turn each conversation was told about: parked again, it is not told twice.
+        self._told: dict[ConversationKey, TurnId] = {}
 
     @property
     def waiting(self) -> int:
@@ -202,8 +204,10 @@ class AdmissionGate:
 
     def released(self, key: ConversationKey | None) -> None:
         """A conversation went idle (worker hook): admit waiting conversations into free slots."""
-        if key is not None and key == self._probe:
-            self._probe = None
+        if key is not None:
+            self._told.pop(key, None)  # idle: its waiting turns have all run
+            if key == self._probe:
+                self._probe = None
         while self._waiting and not self._full():
             next_key, entry = self._waiting.popitem(last=False)
             if self._budget_until:
@@ -265,6 +269,7 @@ class AdmissionGate:
             self._probe = None
         entry = self._waiting.pop(key, None) or _Waiting(now, wait.turn_id, wait.ref)
         entry.parked = True
+        entry.noticed = entry.noticed or self._told.get(key) == wait.turn_id
         self._waiting[key] = entry
         self._waiting.move_to_end(key, last=False)  # it ran before everything still waiting
         if not self._budget_until:
@@ -298,6 +303,7 @@ class AdmissionGate:
                     break  # arrival order: everything after it waited less
                 if not entry.noticed:
                     entry.noticed = True
+                    self._told[(entry.ref.bot_id, entry.ref.conversation_id)] = entry.turn_id
                     entry.notice = self._spawn(self._notify(entry))
             await asyncio.sleep(period)
 
