@@ -258,8 +258,9 @@ class NeoBudget:
         """Wait until one more request fits (a unit prepaid by :meth:`begin_turn` counts)."""
         prepaid = _prepaid.get()
         if prepaid is not None:
-            _prepaid.set(None)
-            if time.monotonic() <= prepaid[0]:
+            # Spent in place: a task started since the take shares this list, not a copy.
+            expires, prepaid[0] = prepaid[0], 0.0
+            if time.monotonic() <= expires:
                 return
         await self._budgets.acquire(
             NEO_KEY, self.windows, hint=self._pending_hint(), slack=NEO_SLACK
