@@ -14,12 +14,20 @@ the loop itself is late: :class:`LoopLag` samples how late a short sleep wakes, 
 ``max_lag`` (``RELAY_ADMISSION_MAX_LAG_MS``) only conversations already running go on, which keeps
 the webhook's answer within about that lag. Starting is the expensive part of a turn (session
 lookup or creation, the POST, opening the event stream: a burst of them starves the loop for
-hundreds of ms), so :class:`StartSlots` also bounds the turns in that phase
+hundreds of ms), so ``relay.start_slots.StartSlots`` also bounds the turns in that phase
 (``RELAY_MAX_STARTING_TURNS``): a slot is held from the run's start to its first chunk
-(:func:`first_chunk`) or for ``hold`` s at most, and while all are held new conversations wait
+(``first_chunk``) or for ``hold`` s at most, and while all are held new conversations wait
 here too. A conversation that waited more than ``busy_after`` s gets one "Busy — your question is
 queued" notice (:class:`BusyNotifier`, ``relay.teams.busy``). Nothing is dropped: a waiting key
 stays until its turns have been handed to the worker.
+
+The same queue holds conversations waiting for Neo's rate budget (``relay.budgets``): before a
+turn's first Neo request the pipeline calls :meth:`AdmissionGate.before_neo`, which takes that
+request's unit; when the budget is spent for longer than :data:`PARK_AFTER`, it raises
+``BudgetWait``, the worker ends the conversation's task and :meth:`AdmissionGate.parked` puts the
+conversation back at the front, journaled, with the same busy notice. Until the budget should have
+room again nothing new is admitted, and then one conversation at a time probes it — not every
+waiting one at once, each to be parked again — until a take reports room for all of them.
 """
 
 from __future__ import annotations
@@ -29,11 +37,12 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Coroutine
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from relay.budgets import BudgetWait, Grant
 from relay.domain import BotId, ConversationId, ConversationRef, Turn, TurnId
+from relay.start_slots import StartSlots
 
 log = logging.getLogger(__name__)
 
@@ -41,92 +50,13 @@ ConversationKey = tuple[BotId, ConversationId]
 LoadTurns = Callable[[BotId, ConversationId], Awaitable[list[Turn]]]
 # Seconds a conversation may wait for a slot before its user is told (the issue's "a few seconds").
 BUSY_AFTER = 3.0
-# Seconds a turn holds its start slot at most when no chunk comes (a slow Neo must not stall the
-# others: past this the turn is waiting on the network, which costs the loop nothing).
-START_HOLD = 2.0
 # Busy notices being sent at once (see AdmissionGate._pump_notices).
 NOTICES_IN_FLIGHT = 4
-
-
-class StartSlots:
-    """At most ``limit`` turns in their starting phase; ``on_free`` runs when one ends it.
-
-    ``try_take`` reserves synchronously (the gate's caller learns at once whether it is full);
-    ``take`` waits in arrival order. Each held slot is a :class:`StartSlot`, freed by
-    ``release`` — at the first chunk, after ``hold`` s, or when the run ends, whichever is first.
-    """
-
-    def __init__(self, limit: int, *, hold: float = START_HOLD) -> None:
-        if limit < 1:
-            raise ValueError("the starting-turn limit must be at least 1")
-        self.limit = limit
-        self.hold = hold
-        self.held = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
-        self.on_free: Callable[[], None] | None = None
-
-    @property
-    def full(self) -> bool:
-        return self.held >= self.limit
-
-    def try_take(self) -> StartSlot | None:
-        if self.held >= self.limit or self._waiters:
-            return None
-        self.held += 1
-        return StartSlot(self)
-
-    async def take(self) -> StartSlot:
-        slot = self.try_take()
-        if slot is not None:
-            return slot
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter  # _free handed its slot over: held already counts it
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self._free()  # handed over just as we were cancelled: pass it on
-            else:
-                self._waiters.remove(waiter)
-            raise
-        return StartSlot(self)
-
-    def _free(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self.held -= 1
-        if self.on_free is not None:
-            self.on_free()
-
-
-class StartSlot:
-    """One held start slot; ``release`` is idempotent and also runs ``hold`` s after creation."""
-
-    __slots__ = ("_slots", "_timer")
-
-    def __init__(self, slots: StartSlots) -> None:
-        self._slots: StartSlots | None = slots
-        self._timer = asyncio.get_running_loop().call_later(slots.hold, self.release)
-
-    def release(self) -> None:
-        slots, self._slots = self._slots, None
-        if slots is not None:
-            self._timer.cancel()
-            slots._free()
-
-
-# The start slot of the turn the current task runs (set by relay.worker around a run).
-CURRENT_START: ContextVar[StartSlot | None] = ContextVar("relay_start_slot", default=None)
-
-
-def first_chunk() -> None:
-    """The running turn has its first chunk from Neo: it is past its starting phase."""
-    slot = CURRENT_START.get()
-    if slot is not None:
-        slot.release()
+# A budget wait this short is slept through by the turn; a longer one parks its conversation.
+PARK_AFTER = 0.5
+# A conversation admitted to probe a spent budget is the only one admitted until it has taken its
+# unit, or at most this long (its first turn may need no Neo request at all).
+PROBE_SECONDS = 2.0
 
 
 class LoopLag:
@@ -173,6 +103,12 @@ class Worker(Protocol):
     def submit(self, turn: Turn) -> bool: ...
 
 
+class TurnBudget(Protocol):
+    """Neo's budget at a turn's start (``relay.budgets.NeoBudget``)."""
+
+    async def begin_turn(self) -> Grant: ...
+
+
 class BusyNotifier(Protocol):
     """Tells the user of a waiting turn that it is queued (``relay.teams.busy.TeamsBusyNotice``)."""
 
@@ -186,6 +122,7 @@ class _Waiting:
     ref: ConversationRef
     noticed: bool = False
     notice: asyncio.Task[None] | None = None  # admission waits for it: one stream per chat
+    parked: bool = False  # waits for budget, at the front: the notice ticker must not stop at it
 
 
 class AdmissionGate:
@@ -202,6 +139,7 @@ class AdmissionGate:
         max_lag: float | None = None,
         lag: LoopLag | None = None,
         starts: StartSlots | None = None,
+        budget: TurnBudget | None = None,
     ) -> None:
         if max_active < 1:
             raise ValueError("max_active must be at least 1")
@@ -222,6 +160,13 @@ class AdmissionGate:
         self._starts = starts
         if starts is not None:
             starts.on_free = self._retry
+        self._budget = budget
+        self._budget_until = 0.0  # monotonic; non-zero: the budget was spent, admit by probes
+        self._probe: ConversationKey | None = None
+        self._probe_at = 0.0
+        self._wakes: set[asyncio.TimerHandle] = set()
+        # The turn each conversation was told about: parked again, it is not told twice.
+        self._told: dict[ConversationKey, TurnId] = {}
 
     @property
     def waiting(self) -> int:
@@ -233,6 +178,12 @@ class AdmissionGate:
             self._lag.start()
 
     def _full(self) -> bool:
+        if self._budget_until:
+            now = time.monotonic()
+            if now < self._budget_until:
+                return True
+            if self._probe is not None and now - self._probe_at < PROBE_SECONDS:
+                return True
         busy = self._worker.active + self._admitting
         if busy >= self.max_active:
             return True
@@ -269,8 +220,15 @@ class AdmissionGate:
 
     def released(self, key: ConversationKey | None) -> None:
         """A conversation went idle (worker hook): admit waiting conversations into free slots."""
+        if key is not None:
+            self._told.pop(key, None)  # idle: its waiting turns have all run
+            if key == self._probe:
+                self._probe = None
         while self._waiting and not self._full():
             next_key, entry = self._waiting.popitem(last=False)
+            if self._budget_until:
+                self._probe, self._probe_at = next_key, time.monotonic()
+                self._wake_at(PROBE_SECONDS)
             self._admitting += 1
             self._spawn(self._admit(next_key, entry))
 
@@ -295,6 +253,53 @@ class AdmissionGate:
         if not submitted:
             self.released(key)  # nothing left to run there (finished meanwhile): next one
 
+    # -- Neo's budget -------------------------------------------------------------------------
+
+    async def before_neo(self, turn: Turn) -> None:
+        """Pipeline hook before a turn's first Neo request: take its unit of Neo's budget, or
+        raise ``BudgetWait`` so that the conversation waits journaled (:meth:`parked`)."""
+        if self._budget is None:
+            return
+        while True:
+            try:
+                grant = await self._budget.begin_turn()
+            except Exception as exc:  # the store is down: the turn's own Neo calls will say so
+                log.warning("could not read Neo's budget (%s); going on", type(exc).__name__)
+                return
+            if grant.wait <= 0:
+                break
+            if grant.wait > PARK_AFTER:
+                raise BudgetWait(turn.turn_id, turn.ref, grant.wait)
+            await asyncio.sleep(grant.wait)
+        key = (turn.bot_id, turn.conversation_id)
+        if self._budget_until and self._probe in (None, key):
+            self._probe = None
+            if grant.remaining > len(self._waiting):
+                self._budget_until = 0.0  # room for everyone waiting: admit as usual again
+            self._retry()
+
+    def parked(self, key: ConversationKey, wait: BudgetWait) -> None:
+        """Worker hook: ``key``'s next turn waits ``wait.wait`` s for budget, journaled."""
+        now = time.monotonic()
+        if key == self._probe:
+            self._probe = None
+        entry = self._waiting.pop(key, None) or _Waiting(now, wait.turn_id, wait.ref)
+        entry.parked = True
+        entry.noticed = entry.noticed or self._told.get(key) == wait.turn_id
+        self._waiting[key] = entry
+        self._waiting.move_to_end(key, last=False)  # it ran before everything still waiting
+        if not self._budget_until:
+            log.info("neo budget spent: conversations wait %.1fs, journaled", wait.wait)
+        self._budget_until = max(self._budget_until, now + wait.wait)
+        self._wake_at(self._budget_until - now)
+        self._ensure_ticker()
+
+    def _wake_at(self, delay: float) -> None:
+        """Try admissions again in ``delay`` s (the loop-lag sampler may do it sooner)."""
+        loop = asyncio.get_running_loop()
+        self._wakes = {w for w in self._wakes if w.when() > loop.time()}  # fired ones go
+        self._wakes.add(loop.call_later(delay, self._retry))
+
     # -- the busy notice ---------------------------------------------------------------------------
 
     def _ensure_ticker(self) -> None:
@@ -315,10 +320,15 @@ class AdmissionGate:
         thing the wait is for. A finished notice starts the next one."""
         now = time.monotonic()
         for entry in list(self._waiting.values()):
-            if self._notifying >= NOTICES_IN_FLIGHT or now - entry.since < self._busy_after:
+            if self._notifying >= NOTICES_IN_FLIGHT:
+                break
+            if now - entry.since < self._busy_after:
+                if entry.parked:
+                    continue  # parked ones are put at the front, whenever they parked
                 break  # arrival order: everything after it waited less
             if not entry.noticed:
                 entry.noticed = True
+                self._told[(entry.ref.bot_id, entry.ref.conversation_id)] = entry.turn_id
                 self._notifying += 1
                 entry.notice = self._spawn(self._notify(entry))
 
@@ -342,6 +352,8 @@ class AdmissionGate:
     async def close(self) -> None:
         """Stop notices and admissions; waiting turns stay journaled for the next start."""
         self._waiting.clear()  # first: a cancelled notice must not start the next one
+        for wake in self._wakes:
+            wake.cancel()
         tasks = [*self._tasks, *([self._ticker] if self._ticker else [])]
         for task in tasks:
             task.cancel()

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
 
-from relay.admission import AdmissionGate, StartSlots
+from relay.admission import AdmissionGate
 from relay.allowlist import HostAllowlist
+from relay.budgets import Budgets, NeoBudget, open_budgets
 from relay.config import Settings
 from relay.errors import AuthError, ConfigError, InboundError
 from relay.neo.adapter import NeoAdapter
@@ -26,6 +27,7 @@ from relay.ops.logs import bot_secret_values, register_secrets
 from relay.ops.metrics import RelayMetrics
 from relay.registry import BotRegistry, RegistryReloader
 from relay.replicas import ConversationLeases
+from relay.start_slots import StartSlots
 from relay.store import open_store
 from relay.store.base import Store
 from relay.store.lifecycle import RetentionSweeper
@@ -90,6 +92,8 @@ class _QuietBadRequests(logging.Filter):
 _QUIET_BAD_REQUESTS = _QuietBadRequests()
 # At most RELAY_MAX_ACTIVE_TURNS conversations run; the rest wait journaled (relay/admission.py).
 ADMISSION: web.AppKey[AdmissionGate] = web.AppKey("admission", AdmissionGate)
+# Teams' per-tenant and Neo's rate budgets, in Redis when replicas share one (relay/budgets.py).
+BUDGETS: web.AppKey[Budgets] = web.AppKey("budgets", Budgets)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -139,10 +143,19 @@ async def _startup(app: web.Application) -> None:
         await reloader.start()
         app[RELOADER] = reloader
     allowlist = HostAllowlist.parse(settings.service_url_allowlist)
-    connector = BotConnector(tokens=tokens, allowlist=allowlist, on_result=metrics.teams_result)
+    budgets = app[BUDGETS] = open_budgets(settings.database_url)
+    connector = BotConnector(
+        tokens=tokens, allowlist=allowlist, on_result=metrics.teams_result, budgets=budgets
+    )
     await connector.start()
     neo = NeoAdapter(settings)
     neo.client.on_error = metrics.neo_error
+    neo_budget = None
+    if settings.neo_rate_limit:
+        neo_budget = NeoBudget(
+            budgets, limit=settings.neo_rate_limit, window=settings.neo_rate_window
+        )
+        neo.client.budget = neo_budget  # every Neo request waits for it and reports to it
     features = app[FEATURES] = Features(settings, store, neo, connector, tokens)
     pipeline = TurnPipeline(
         store,
@@ -171,8 +184,11 @@ async def _startup(app: web.Application) -> None:
         busy_after=settings.busy_notice_after,
         max_lag=settings.admission_max_lag_ms / 1000,
         starts=starts,
+        budget=neo_budget,
     )
     worker.on_idle = gate.released
+    worker.on_park = gate.parked  # a turn waiting for Neo's budget waits journaled, in the gate
+    pipeline.before_neo = gate.before_neo
     gate.start()
     app[DISPATCHER] = features.dispatcher(gate.submit)
     app[COMPONENTS] = Components(
@@ -242,6 +258,7 @@ async def _shutdown(app: web.Application) -> None:
     if c.tokens is not None:
         c.tokens.close()
     await c.neo.aclose()
+    await app[BUDGETS].aclose()
     await c.store.close()
 
 

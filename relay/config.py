@@ -351,6 +351,11 @@ class Settings(BaseSettings):
     busy_notice_after: float = _field("RELAY_BUSY_NOTICE_AFTER", default=3.0, ge=0)
     # Run on uvloop when it is installed (the `fast` extra; relay.event_loop); false: asyncio's.
     uvloop: bool = _field("RELAY_UVLOOP", default=True)
+    # Neo's rate budget (relay.budgets): requests per window for the whole deployment (Neo counts
+    # per tenant, and the API key is one tenant), kept in Redis when replicas share one. Turns
+    # that would exceed it wait journaled. 0 turns the budget off, X-RateLimit-* learning too.
+    neo_rate_limit: int = _field("RELAY_NEO_RATE_LIMIT", default=1200, ge=0)
+    neo_rate_window: float = _field("RELAY_NEO_RATE_WINDOW", default=60.0, gt=0, le=3600)
 
     bots: tuple[BotConfig, ...] = ()
     # The variables load_settings() was given, if not the process environment (relay demo passes

@@ -33,9 +33,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-from relay.admission import first_chunk
 from relay.domain import (
     BotId,
     ConversationId,
@@ -51,6 +50,7 @@ from relay.followups import FOLLOW_SECONDS, FollowUps
 from relay.journal import IllegalTransition, check_transition
 from relay.segments import Segments
 from relay.sessions import SessionSteps
+from relay.start_slots import first_chunk
 from relay.store.base import Store
 from relay.tail_journal import TailJournal
 from relay.turn_seams import (
@@ -136,6 +136,9 @@ class TurnPipeline:
         self._running: dict[ConversationKey, tuple[Turn, asyncio.Task[object]]] = {}
         self._aborting: set[str] = set()
         self._cutoff: dict[ConversationKey, float] = {}
+        # Before a turn's first Neo request (relay.admission.AdmissionGate.before_neo): may raise
+        # relay.budgets.BudgetWait, and the turn, untouched, waits journaled for Neo's budget.
+        self.before_neo: Callable[[Turn], Awaitable[None]] | None = None
 
     def _budget(self, turn: Turn) -> float:
         """Seconds this run may take: what is left of the deadline counted from arrival.
@@ -174,6 +177,12 @@ class TurnPipeline:
         if turn.command is not None and self._commands is not None:
             await self._commands.run(turn)  # a command turn, run in conversation order
             return
+        if (
+            self.before_neo is not None
+            and turn.state in (TurnState.RECEIVED, TurnState.SESSION_READY)
+            and not self._cut_off(turn)
+        ):
+            await self.before_neo(turn)  # before the attempt is counted or Teams sees anything
         segments = Segments(self._store, self._sinks, turn, self._sinks.open(turn))
         interrupted = False
         try:

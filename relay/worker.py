@@ -6,9 +6,12 @@ FIFO queue drained by a single task — a second message in the same chat waits 
 messages in other chats run concurrently. At start-up, turns a previous process left unfinished are
 resubmitted in their original order; at shutdown, running turns get a grace period to finish and are
 then cancelled, their journal state left for the next start to resume. With ``starts``
-(``relay.admission.StartSlots``) every run first holds a start slot — a new conversation's is
+(``relay.start_slots.StartSlots``) every run first holds a start slot — a new conversation's is
 reserved the moment it is submitted, so the admission gate sees it at once — and the run can free
-it early through ``relay.admission.first_chunk``.
+it early through ``relay.start_slots.first_chunk``. A turn that would exceed a rate budget
+(``relay.budgets.BudgetWait``) ends its conversation's task here: the turn and those behind it stay
+journaled and ``on_park`` hands the conversation back to ``relay.admission``, which runs it again,
+in order, once the budget has room.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from relay.admission import CURRENT_START, StartSlot, StartSlots
+from relay.budgets import BudgetWait
 from relay.domain import BotId, ConversationId, Turn, TurnId
+from relay.start_slots import CURRENT_START, StartSlot, StartSlots
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,8 @@ class ConversationWorker:
         self._starts = starts
         # Told when a conversation has nothing left to run (relay.admission frees its slot).
         self.on_idle = on_idle
+        # Told when a conversation's turn waits for a budget (relay.admission parks it).
+        self.on_park: Callable[[ConversationKey, BudgetWait], None] | None = None
         self._queues: dict[ConversationKey, deque[Turn]] = {}
         self._tasks: dict[ConversationKey, asyncio.Task[None]] = {}
         self._queued: set[TurnId] = set()
@@ -72,9 +78,10 @@ class ConversationWorker:
 
     async def _drain(self, key: ConversationKey, start: StartSlot | None) -> None:
         queue = self._queues[key]
+        parked: BudgetWait | None = None
         try:
             # Once draining for shutdown, start no new turn: it would only be cancelled.
-            while queue and self._accepting:
+            while queue and self._accepting and parked is None:
                 turn = queue[0]
                 try:
                     async with self._slots:
@@ -90,6 +97,8 @@ class ConversationWorker:
                             start = None
                 except asyncio.CancelledError:
                     raise
+                except BudgetWait as wait:
+                    parked = wait  # it and the turns behind it wait journaled, in order
                 except Exception:
                     # The pipeline handles its own failures; this only guards the queue itself.
                     log.exception("turn %s escaped the pipeline", turn.turn_id)
@@ -100,10 +109,17 @@ class ConversationWorker:
             if start is not None:  # cancelled before its run began
                 start.release()
             self._tasks.pop(key, None)
+            if parked is not None:
+                for waiting in queue:
+                    self._queued.discard(waiting.turn_id)
+                queue.clear()
             if not queue:
                 self._queues.pop(key, None)
-            if self.on_idle is not None and self._accepting:
-                self.on_idle(key)
+            if self._accepting:
+                if parked is not None and self.on_park is not None:
+                    self.on_park(key, parked)
+                elif self.on_idle is not None:
+                    self.on_idle(key)
 
     async def drain(self, grace: float) -> None:
         """Stop accepting; wait up to ``grace`` seconds for running turns, then cancel the rest."""

@@ -12,13 +12,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from relay.admission import (
-    NOTICES_IN_FLIGHT,
-    START_HOLD,
-    AdmissionGate,
-    StartSlots,
-    first_chunk,
-)
+from relay.admission import NOTICES_IN_FLIGHT, AdmissionGate
 from relay.app import ADMISSION
 from relay.domain import (
     ActivityId,
@@ -31,6 +25,7 @@ from relay.domain import (
     TurnState,
     User,
 )
+from relay.start_slots import START_HOLD, StartSlots, first_chunk
 from relay.store.sqlite import SqliteStore
 from relay.teams.busy import BUSY_TEXT
 from relay.worker import ConversationWorker

@@ -2,7 +2,8 @@
 
 It implements the documented chat contract (neo-chat-api.md §a.3–a.8, §d) on 127.0.0.1 with
 aiohttp: ``{data, meta}`` / ``{error, meta}`` envelopes with a ``meta.request_id`` and
-``X-RateLimit-*`` headers on every response, Bearer auth on every ``/public-api`` call, sessions,
+``X-RateLimit-*`` headers on every response (an optional ``rate_limit`` enforces them with 429 and
+``Retry-After``, ``neo_emulator_ratelimit``), Bearer auth on every ``/public-api`` call, sessions,
 202 message posts with ``since_cursor``, the SSE tail (``id: <ms>-<seq>`` per event, resume strictly
 after ``since`` / ``Last-Event-Id``, live until the turn's ``[DONE]``), reset, attachment upload
 grants with an emulated SAS ``PUT``, install branding and TIL decisions. Where Neo leaves a detail
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -40,6 +40,7 @@ from relay.devtools.neo_emulator_lifecycle import (
     cancel_quietly,
     play_turn,
 )
+from relay.devtools.neo_emulator_ratelimit import RATE_LIMIT, RateWindow, retry_after
 from relay.devtools.neo_emulator_streams import (
     EmulatedSession,
     Fault,
@@ -67,7 +68,6 @@ __all__ = [
     "fixture_script",
 ]
 
-RATE_LIMIT = 1200  # requests per 60 s per tenant (neo-chat-api.md §a.3 [RL])
 DEFAULT_UNMAPPED_MESSAGE = (
     "This Microsoft 365 tenant is not linked to a company yet. Ask your IT provider to link it "
     "in the Neo dashboard."
@@ -101,6 +101,8 @@ class NeoEmulator(LifecycleKnobs, FeatureHandlers):
         til_forbidden: set[str] | None = None,
         til_pause: str | None = None,
         name_turns: bool = False,
+        rate_limit: int | None = None,
+        rate_window: float = 60.0,
     ) -> None:
         self.api_key = api_key
         self.script = script
@@ -133,7 +135,8 @@ class NeoEmulator(LifecycleKnobs, FeatureHandlers):
         self._drops: list[StreamFault] = []
         self._stalls: list[StreamFault] = []
         self._hangs: dict[str, list[StreamFault]] = {}
-        self._hits: list[float] = []
+        # Reported on every response; enforced (429 + Retry-After) only with a rate_limit.
+        self.rate = RateWindow(rate_limit or RATE_LIMIT, rate_window, enforce=bool(rate_limit))
         self._runner: web.AppRunner | None = None
         self.base_url: str | None = None
         self.app = self._build_app()
@@ -221,8 +224,6 @@ class NeoEmulator(LifecycleKnobs, FeatureHandlers):
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         request[REQUEST_ID] = str(uuid.uuid4())
-        now = time.monotonic()
-        self._hits = [t for t in self._hits if now - t < 60] + [now]
         body: Any = None
         if request.method != "PUT" and request.can_read_body:
             with contextlib.suppress(ValueError):
@@ -234,6 +235,9 @@ class NeoEmulator(LifecycleKnobs, FeatureHandlers):
         authorized = request.headers.get("Authorization") == f"Bearer {self.api_key}"
         if request.path.startswith("/public-api/") and not authorized:
             return self._error(request, 401, "UNAUTHORIZED", "missing or invalid credential")
+        if request.path.startswith("/public-api/") and (wait := self.rate.hit()) is not None:
+            headers = {"Retry-After": retry_after(wait)}
+            return self._error(request, 429, "rate_limited", "too many requests", headers=headers)
         try:
             return await handler(request)
         except web.HTTPException as exc:  # unknown path / method: still an error envelope
@@ -243,9 +247,7 @@ class NeoEmulator(LifecycleKnobs, FeatureHandlers):
             return self._error(request, exc.status, code, exc.reason)
 
     async def _add_headers(self, request: web.Request, response: web.StreamResponse) -> None:
-        response.headers["X-RateLimit-Limit"] = str(RATE_LIMIT)
-        response.headers["X-RateLimit-Remaining"] = str(max(0, RATE_LIMIT - len(self._hits)))
-        response.headers["X-RateLimit-Reset"] = str(int(time.time()) + 60)
+        response.headers.update(self.rate.headers())
         request_id = request.get(REQUEST_ID)
         if request_id is not None:
             response.headers["X-Request-Id"] = request_id

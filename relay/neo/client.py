@@ -261,7 +261,8 @@ class NeoClient(NeoHttp):
         documented ways to resume, [TAIL]). The read timeout defaults to none because the caller
         (``relay.neo.events``) enforces first-byte / idle / total limits itself. Comments are
         dropped by httpx-sse; an ``id`` the decoder carries over from an earlier event (SSE
-        ``lastEventId`` semantics) is reported as None so callers can dedupe by id safely.
+        ``lastEventId`` semantics) is reported as None so callers can dedupe by id safely. The
+        caller waits for Neo's budget first (:meth:`before_request`), outside its own timeouts.
 
         Raises:
             RetryableError: the connection failed or dropped (a GET is always safe to repeat),
@@ -286,6 +287,7 @@ class NeoClient(NeoHttp):
             timeout=timeout,
             refused=lambda r: self._raise_for(r, "GET events", idempotent=True),
             transport=lambda e: self._transport_error(e, "GET events", idempotent=True),
+            opened=self._observe,
         )
         async with aclosing(frames):
             async for frame in frames:

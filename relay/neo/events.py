@@ -190,6 +190,7 @@ class _TurnTail:
         """One SSE connection; sets ``finished`` or ``reason`` before it ends."""
         resume = self.last_id or self._since
         self._connections += 1
+        await self._client.before_request()  # Neo's budget: not part of the first-byte wait
         # A reconnect sends the resume point both ways: Last-Event-Id is the documented
         # reconnect mechanism, `since` covers a server that only reads the query [TAIL].
         frames = self._client.tail(

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, NoReturn, Self
+from typing import Any, NoReturn, Protocol, Self
 
 import httpx
 from pydantic import SecretStr
@@ -37,6 +37,15 @@ MAX_CONNECTIONS = 5200
 CALL_CONCURRENCY = 64
 
 
+class RequestBudget(Protocol):
+    """Neo's rate budget (``relay.budgets.NeoBudget``): awaited before every request, told every
+    response's status and headers (``X-RateLimit-*``, ``Retry-After``)."""
+
+    async def acquire(self) -> None: ...
+
+    def observe(self, status: int, headers: Mapping[str, str]) -> None: ...
+
+
 class NeoHttp:
     """Pools, auth and envelope handling shared by every Neo call (base of ``NeoClient``)."""
 
@@ -53,6 +62,8 @@ class NeoHttp:
         self._api_key = api_key
         # Observer of every failed request, (status or None for transport, error code): metrics.
         self.on_error: Callable[[int | None, str | None], None] | None = None
+        # The budget hook: None = no rate budget (RELAY_NEO_RATE_LIMIT=0, tools, tests).
+        self.budget: RequestBudget | None = None
         self._connect_timeout = connect_timeout
         self._request_timeout = request_timeout
         self._call_slots = asyncio.Semaphore(CALL_CONCURRENCY)
@@ -96,9 +107,20 @@ class NeoHttp:
         response = await self._send(method, path, json=json, what=what, idempotent=idempotent)
         return self._unwrap(response, what, idempotent=idempotent)
 
+    async def before_request(self) -> None:
+        """Wait until Neo's budget has room for one more request (tails call it themselves,
+        outside their first-byte timeout: ``relay.neo.events``)."""
+        if self.budget is not None:
+            await self.budget.acquire()
+
+    def _observe(self, response: httpx.Response) -> None:
+        if self.budget is not None:
+            self.budget.observe(response.status_code, response.headers)
+
     async def _send(
         self, method: str, path: str, *, json: Any, what: str, idempotent: bool
     ) -> httpx.Response:
+        await self.before_request()  # before the call slot: a budget wait holds no slot
         try:
             # The slot wait counts as the pool wait: same limit, same PoolTimeout as before.
             async with asyncio.timeout(self._connect_timeout):
@@ -112,7 +134,9 @@ class NeoHttp:
             content = fastjson.dumps(json)
             headers["Content-Type"] = "application/json"
         try:
-            return await self._http.request(method, path, content=content, headers=headers)
+            response = await self._http.request(method, path, content=content, headers=headers)
+            self._observe(response)
+            return response
         except httpx.HTTPError as exc:
             raise self._transport_error(exc, what, idempotent=idempotent) from exc
         finally:

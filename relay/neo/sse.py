@@ -32,15 +32,19 @@ async def sse_frames(
     timeout: httpx.Timeout,
     refused: Callable[[httpx.Response], NoReturn],
     transport: Callable[[httpx.HTTPError], UpstreamError],
+    opened: Callable[[httpx.Response], None] | None = None,
 ) -> AsyncGenerator[SseFrame, None]:
     """Yield the events of one connection until the body ends; errors via ``refused`` /
-    ``transport`` (the client's mapping onto ``relay.errors``)."""
+    ``transport`` (the client's mapping onto ``relay.errors``); ``opened`` sees the response
+    head (its rate-limit headers) first."""
     previous_id = ""
     try:
         async with aconnect_sse(
             http, "GET", url, params=params, headers=headers, timeout=timeout
         ) as source:
             response = source.response
+            if opened is not None:
+                opened(response)
             if not response.is_success:
                 await response.aread()
                 refused(response)

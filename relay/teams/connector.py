@@ -7,9 +7,9 @@ status code and ``Retry-After`` that pacing and Teams' streaming rules depend on
 is still botbuilder's: callers hand in the plain dicts of :mod:`relay.teams.activities`
 (botbuilder's serialisation without msrest's per-object cost), encoded with orjson. Everything
 here checks the ``serviceUrl`` against the allow-list *before* a token is fetched or a byte is
-sent (DESIGN.md invariant 7), paces through the per-conversation and per-tenant limiters, and
-translates failures into :mod:`relay.errors` classes so the retry policy in :mod:`relay.retry`
-can decide.
+sent (DESIGN.md invariant 7), paces through the per-conversation limiter and the deployment's
+per-tenant budget (``relay.teams.pacing``), and translates failures into :mod:`relay.errors`
+classes so the retry policy in :mod:`relay.retry` can decide.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import orjson
 from yarl import URL
 
 from relay.allowlist import HostAllowlist
+from relay.budgets import Budgets, LocalBudgets
 from relay.domain import ActivityId, BotId, ConversationRef
 from relay.errors import (
     AmbiguousError,
@@ -40,7 +41,12 @@ from relay.errors import (
 )
 from relay.retry import parse_retry_after
 from relay.teams.activities import Payload
-from relay.teams.pacing import PER_CONVERSATION_WINDOWS, PER_TENANT_WINDOWS, SlidingWindowLimiter
+from relay.teams.pacing import (
+    PER_CONVERSATION_WINDOWS,
+    PER_TENANT_WINDOWS,
+    SlidingWindowLimiter,
+    tenant_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +79,15 @@ class BotConnector:
         allowlist: HostAllowlist,
         timeout: float = 20.0,
         on_result: OnResult | None = None,
+        budgets: Budgets | None = None,
     ) -> None:
         self._tokens = tokens  # None: anonymous mode (local emulators) — no Authorization header
         self._allowlist = allowlist
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 10.0))
         self._session: aiohttp.ClientSession | None = None
         self._per_conversation = SlidingWindowLimiter(PER_CONVERSATION_WINDOWS)
-        self._per_tenant = SlidingWindowLimiter(PER_TENANT_WINDOWS)
+        # Per (bot, tenant): shared by every replica when the store is Redis (relay.budgets).
+        self._budgets = budgets if budgets is not None else LocalBudgets()
         self._on_result = on_result
 
     async def start(self) -> None:
@@ -123,7 +131,7 @@ class BotConnector:
         if self._tokens is not None:
             headers["Authorization"] = f"Bearer {await self._tokens.token(ref.bot_id)}"
         await self._per_conversation.acquire((ref.bot_id, ref.conversation_id))
-        await self._per_tenant.acquire((ref.bot_id, ref.tenant_id))
+        await self._budgets.acquire(tenant_key(ref.bot_id, ref.tenant_id), PER_TENANT_WINDOWS)
         op = f"{method} {activity.get('type')}"
         try:
             # No redirects: a 307/308 would re-send the activity to a host never allow-listed.

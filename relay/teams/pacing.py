@@ -2,9 +2,13 @@
 
 Teams limits a bot per conversation ("thread") to 7 sends in 1 s, 8 in 2 s, 60 in 30 s and 1800 in
 an hour, and an app to 50 requests per second per tenant, of which ~30 is the safe planning figure
-(reference teams-platform.md §2). :class:`SlidingWindowLimiter` keeps, per key, the send times of
-the longest window and makes ``acquire`` sleep until every window has room. Keys are cheap: one
-deque per active conversation, dropped once idle for the longest window.
+(reference teams-platform.md §2). The per-tenant window belongs to the whole deployment, so it is a
+shared budget (``relay.budgets``, key :func:`tenant_key`, in Redis with several replicas). The
+per-conversation windows stay in this process: a conversation's turns run on the one replica
+holding its lease (``relay.replicas``), and an hour-long log per conversation in Redis would cost
+up to 1,800 entries each. :class:`SlidingWindowLimiter` keeps, per key, the send times of the
+longest window and makes ``acquire`` sleep until every window has room. Keys are cheap: one deque
+per active conversation, dropped once idle for the longest window.
 """
 
 from __future__ import annotations
@@ -21,6 +25,11 @@ PER_CONVERSATION_WINDOWS: tuple[tuple[float, int], ...] = (
     (3600.0, 1800),
 )
 PER_TENANT_WINDOWS: tuple[tuple[float, int], ...] = ((1.0, 30),)
+
+
+def tenant_key(bot_id: str, tenant_id: str | None) -> str:
+    """The shared budget of one bot app in one tenant."""
+    return f"teams:{bot_id}:{tenant_id or '-'}"
 
 
 class SlidingWindowLimiter:
