@@ -186,6 +186,8 @@ class Bench:
             "RELAY_LOGIN_CA_FILE": self.issuer.ca_file,
             "RELAY_STREAM_INTERVAL": str(self.cfg["interval"]),
             "RELAY_LOG_LEVEL": self.args.log_level,
+            # A free port: a fixed one fails start-up when another relay on the machine has it.
+            "RELAY_METRICS_PORT": "0",
         }
         env |= dict(kv.split("=", 1) for kv in self.args.relay_env)  # tuning experiments
         argv = [sys.executable, "-m", "relay", "serve", "--host", HOST, "--port", str(port)]
