@@ -189,6 +189,8 @@ class Bench:
             # The bench's Neo has no rate limit and the benchmark measures CPU, not waiting for
             # Neo's 1,200 requests a minute; --relay-env RELAY_NEO_RATE_LIMIT=... measures it on.
             "RELAY_NEO_RATE_LIMIT": "0",
+            # A free port: a fixed one fails start-up when another relay on the machine has it.
+            "RELAY_METRICS_PORT": "0",
         }
         env |= dict(kv.split("=", 1) for kv in self.args.relay_env)  # tuning experiments
         argv = [sys.executable, "-m", "relay", "serve", "--host", HOST, "--port", str(port)]
