@@ -200,7 +200,9 @@ class Bench:
             self.profiles += 1
             out = self.tmp / f"relay-profile-{self.profiles}.txt"
             argv = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw"]
-            argv += ["--rate", "200", "-o", str(out)]
+            # --gil: only the thread holding the GIL is sampled, so idle executor threads (parked
+            # in a C-level wait that py-spy cannot tell from running) do not count as work.
+            argv += ["--rate", "200", "--gil", "-o", str(out)]
             argv += ["--", sys.executable, "-m", "relay", "serve", "--host", HOST]
             argv += ["--port", str(port)]
         proc = self.spawn(argv, env, f"relay-{port}.log")

@@ -309,7 +309,10 @@ class TurnPipeline:
         ):
             session.show_progress = posted.show_progress
             await self._store.put_session(session)
-        await self._advance(turn, TurnState.POSTED)
+        # Made durable by the STREAMING write that _tail makes next, with no await in between:
+        # one journal write instead of two back to back. A crash before it re-posts with the same
+        # client_message_id, which Neo answers 409 (a duplicate, relay.sessions).
+        await self._advance(turn, TurnState.POSTED, save=False)
         return True
 
     async def _tail(self, turn: Turn, segments: Segments) -> Reply:
@@ -327,9 +330,14 @@ class TurnPipeline:
         )
         try:
             while True:
-                wait = self.handoff_seconds if segments.waiting_on_card else None
                 try:
-                    async with asyncio.timeout(wait):
+                    if segments.waiting_on_card:
+                        async with asyncio.timeout(self.handoff_seconds):
+                            chunk = await anext(chunks)
+                    else:
+                        # No timer per chunk: the tail bounds its own reads (relay.neo.idle_timer)
+                        # and the turn deadline wraps the run; an asyncio.timeout(None) per chunk
+                        # was ~3 % of a streamed turn's CPU (py-spy --gil, bench/README.md).
                         chunk = await anext(chunks)
                 except StopAsyncIteration:
                     terminal = True
@@ -359,12 +367,14 @@ class TurnPipeline:
         await self._tell(turn, segments, RESET_STOPPED_TEXT)
         await self._finish(turn, TurnState.CANCELLED, "stopped by /reset")
 
-    async def _advance(self, turn: Turn, state: TurnState) -> None:
-        """The only way the pipeline changes a turn's state: checked, then durable on return."""
+    async def _advance(self, turn: Turn, state: TurnState, *, save: bool = True) -> None:
+        """The only way the pipeline changes a turn's state: checked, then durable on return
+        (``save=False``: only when the caller's very next step is a write that includes it)."""
         check_transition(turn, state)
         turn.state = state
         turn.updated_at = time.time()
-        await self._store.save_turn(turn)
+        if save:
+            await self._store.save_turn(turn)
 
     async def _finish(self, turn: Turn, state: TurnState, error: str | None) -> None:
         turn.error = error

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, Sequence
-from contextlib import aclosing
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -247,7 +246,7 @@ class NeoClient(NeoHttp):
 
     # -- SSE tail --------------------------------------------------------------------------
 
-    async def tail(
+    def tail(
         self,
         session_id: SessionId,
         since: EventId | None,
@@ -279,7 +278,8 @@ class NeoClient(NeoHttp):
             write=self._request_timeout,
             pool=self._connect_timeout,
         )
-        frames = sse_frames(
+        # The generator itself (no re-yielding wrapper: one layer less per event).
+        return sse_frames(
             self._http,
             f"{_session_path(session_id)}/events",
             params=params,
@@ -289,9 +289,6 @@ class NeoClient(NeoHttp):
             transport=lambda e: self._transport_error(e, "GET events", idempotent=True),
             opened=self._observe,
         )
-        async with aclosing(frames):
-            async for frame in frames:
-                yield frame
 
 
 # -- helpers -------------------------------------------------------------------------------
