@@ -3,8 +3,9 @@
 A relay that is upgraded in place must find its journal readable, so the schema only ever grows
 by appending a migration: a migration, once released, is never edited or renumbered. Each one runs
 inside a single transaction together with the ``schema_version`` row that records it, so a crash
-half-way through an upgrade leaves the old schema intact rather than a half-built new one. Kept
-apart from ``sqlite.py`` so the schema can be read (and reviewed) in one place.
+half-way through an upgrade leaves the old schema intact rather than a half-built new one
+(:func:`migrate`). Kept apart from ``sqlite.py`` so the schema can be read (and reviewed) in one
+place.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Final
 
-# (version, sql). Versions are strictly increasing; `sqlite.py` checks that at import time.
+# (version, sql). Versions are strictly increasing (checked below, at import time).
 MIGRATIONS: Final[list[tuple[int, str]]] = [
     (
         1,
@@ -107,6 +108,32 @@ MIGRATIONS: Final[list[tuple[int, str]]] = [
         """,
     ),
 ]
+
+if [v for v, _ in MIGRATIONS] != sorted({v for v, _ in MIGRATIONS}):
+    raise RuntimeError("relay.store.migrations.MIGRATIONS must have strictly increasing versions")
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Apply the pending migrations, all in one IMMEDIATE transaction.
+
+    IMMEDIATE takes the write lock before reading the version, so a second process opening the
+    same file at the same moment waits (busy_timeout) instead of applying the same migration twice.
+    """
+    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY)")
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        row = db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
+        current = int(row[0]) if row is not None else 0
+        for version, sql in MIGRATIONS:
+            if version <= current:
+                continue
+            for statement in split_statements(sql):
+                db.execute(statement)
+            db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def split_statements(sql: str) -> list[str]:

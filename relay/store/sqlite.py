@@ -24,11 +24,9 @@ from relay.domain import (
     BotId,
     ConversationId,
     EventId,
-    SessionId,
     SessionRecord,
     Turn,
     TurnId,
-    TurnState,
 )
 from relay.store import sqlite_lifecycle as lifecycle
 from relay.store import sqlite_rows as codec
@@ -40,45 +38,12 @@ from relay.store.lifecycle import (
     final_delivery,
     scrub_finished,
 )
-from relay.store.migrations import MIGRATIONS, split_statements
+from relay.store.migrations import migrate
 from relay.store.sqlite_batch import BatchedConnection
 
 log = logging.getLogger(__name__)
 
 MEMORY = ":memory:"
-
-# Compared with `state IN (...)`, not `NOT IN (final)`, so the turns_by_state_age index is used.
-_UNFINISHED = tuple(s.value for s in TurnState if not s.is_final)
-_FINAL = tuple(s.value for s in TurnState if s.is_final)
-
-_TURN_COLUMNS = (
-    "turn_id, bot_id, conversation_id, activity_id, ref_json, user_json, text, model_tier,"
-    " files_json, state, session_id, since_cursor, chat_turn_id, last_event_id, attempts, error,"
-    " command, created_at, updated_at"
-)
-# The SQL is assembled once from the constants above (no input reaches it; values are always bound
-# parameters), hence the S608 waivers.
-_SELECT_TURNS = f"SELECT {_TURN_COLUMNS} FROM turns"  # noqa: S608
-# seq = MAX(seq) + 1 inside the INSERT: a write statement takes the write lock before it reads, so
-# concurrent inserts cannot share a number (and UNIQUE would refuse it anyway). A new turn always
-# sorts after every turn still in the table, which is the order the worker needs; a number could
-# only be reused after the newest rows were deleted, and then nothing is left to mis-order.
-_INSERT_TURN = (
-    f"INSERT INTO turns (seq, {_TURN_COLUMNS})"  # noqa: S608
-    " VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM turns), "
-    + ", ".join("?" * (_TURN_COLUMNS.count(",") + 1))
-    + ") ON CONFLICT (turn_id) DO NOTHING"
-)
-_SELECT_UNFINISHED = (
-    f"{_SELECT_TURNS} WHERE state IN ({', '.join('?' * len(_UNFINISHED))}) ORDER BY seq LIMIT ?"
-)
-_SAVE_DELIVERY = (
-    "UPDATE turns SET delivery_json = CASE WHEN state IN"  # noqa: S608
-    f" ({', '.join('?' * len(_FINAL))}) THEN ? ELSE ? END WHERE turn_id = ?"
-)
-
-if [v for v, _ in MIGRATIONS] != sorted({v for v, _ in MIGRATIONS}):
-    raise RuntimeError("relay.store.migrations.MIGRATIONS must have strictly increasing versions")
 
 
 class SqliteStore:
@@ -135,7 +100,7 @@ class SqliteStore:
         # a process still shutting down — holds the write lock.
         db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
         db.execute("PRAGMA foreign_keys=ON")
-        _migrate(db)
+        migrate(db)
         # Expired claims are dead weight; dropping them here keeps the table bounded.
         db.execute("DELETE FROM claims WHERE expires_at <= ?", (self._clock(),))
         db.execute("DELETE FROM conversation_notes WHERE expires_at <= ?", (self._clock(),))
@@ -168,13 +133,15 @@ class SqliteStore:
         now = self._clock()
         created_at = turn.created_at or now
         params = (*codec.turn_params(turn), created_at, now)
-        inserted = await self._conn.write(lambda db: db.execute(_INSERT_TURN, params).rowcount == 1)
+        inserted = await self._conn.write(
+            lambda db: db.execute(codec.INSERT_TURN, params).rowcount == 1
+        )
         if inserted:
             turn.created_at, turn.updated_at = created_at, now
         return inserted
 
     async def get_turn(self, turn_id: TurnId) -> Turn | None:
-        sql = f"{_SELECT_TURNS} WHERE turn_id = ?"
+        sql = f"{codec.SELECT_TURNS} WHERE turn_id = ?"
         row = await self._conn.read(lambda db: db.execute(sql, (turn_id,)).fetchone())
         return codec.row_to_turn(row) if row is not None else None
 
@@ -211,14 +178,16 @@ class SqliteStore:
         turn.updated_at = now
 
     async def unfinished_turns(self, limit: int = 1000) -> list[Turn]:
-        params = (*_UNFINISHED, limit)
-        rows = await self._conn.read(lambda db: db.execute(_SELECT_UNFINISHED, params).fetchall())
+        params = (*codec.UNFINISHED, limit)
+        rows = await self._conn.read(
+            lambda db: db.execute(codec.SELECT_UNFINISHED, params).fetchall()
+        )
         return [codec.row_to_turn(r) for r in rows]
 
     async def conversation_turns(
         self, bot_id: BotId, conversation_id: ConversationId
     ) -> list[Turn]:
-        sql = f"{_SELECT_TURNS} WHERE bot_id = ? AND conversation_id = ? ORDER BY seq"
+        sql = f"{codec.SELECT_TURNS} WHERE bot_id = ? AND conversation_id = ? ORDER BY seq"
         params = (bot_id, conversation_id)
         rows = await self._conn.read(lambda db: db.execute(sql, params).fetchall())
         return [codec.row_to_turn(r) for r in rows]
@@ -227,10 +196,10 @@ class SqliteStore:
         self, bot_id: BotId, conversation_id: ConversationId, limit: int = 100
     ) -> list[Turn]:
         sql = (
-            f"{_SELECT_TURNS} WHERE bot_id = ? AND conversation_id = ?"
-            f" AND state IN ({', '.join('?' * len(_UNFINISHED))}) ORDER BY seq LIMIT ?"
+            f"{codec.SELECT_TURNS} WHERE bot_id = ? AND conversation_id = ?"
+            f" AND state IN ({', '.join('?' * len(codec.UNFINISHED))}) ORDER BY seq LIMIT ?"
         )
-        params = (bot_id, conversation_id, *_UNFINISHED, limit)
+        params = (bot_id, conversation_id, *codec.UNFINISHED, limit)
         rows = await self._conn.read(lambda db: db.execute(sql, params).fetchall())
         return [codec.row_to_turn(r) for r in rows]
 
@@ -241,8 +210,10 @@ class SqliteStore:
         # updated_at is left alone: it belongs to the Turn fields, and bumping it here would make
         # the caller's Turn object stale (unequal to get_turn) after every streamed update.
         # A finished turn keeps no answer text, even if a sink writes after the end.
-        params = (*_FINAL, codec.dumps(final_delivery(data)), codec.dumps(data), turn_id)
-        changed = await self._conn.write(lambda db: db.execute(_SAVE_DELIVERY, params).rowcount)
+        params = (*codec.FINAL, codec.dumps(final_delivery(data)), codec.dumps(data), turn_id)
+        changed = await self._conn.write(
+            lambda db: db.execute(codec.SAVE_DELIVERY, params).rowcount
+        )
         if changed != 1:
             raise KeyError(turn_id)
 
@@ -265,17 +236,7 @@ class SqliteStore:
         )
         params = (bot_id, conversation_id)
         row = await self._conn.read(lambda db: db.execute(sql, params).fetchone())
-        if row is None:
-            return None
-        return SessionRecord(
-            bot_id=bot_id,
-            conversation_id=conversation_id,
-            session_id=SessionId(row["session_id"]),
-            last_event_id=codec.opt(EventId, row["last_event_id"]),
-            show_progress=bool(row["show_progress"]),
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-        )
+        return codec.row_to_session(bot_id, conversation_id, row) if row is not None else None
 
     async def put_session(self, rec: SessionRecord, *, fence: Fence | None = None) -> None:
         self._leases.check(fence)
@@ -432,29 +393,3 @@ class SqliteStore:
         erased = await self._conn.write(lambda db: lifecycle.forget_user(db, aad_object_id))
         await self._conn.exclusive(lifecycle.release_space)
         return erased
-
-
-# -- schema --------------------------------------------------------------------------------------
-
-
-def _migrate(db: sqlite3.Connection) -> None:
-    """Apply the pending migrations, all in one IMMEDIATE transaction.
-
-    IMMEDIATE takes the write lock before reading the version, so a second process opening the
-    same file at the same moment waits (busy_timeout) instead of applying the same migration twice.
-    """
-    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY)")
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        row = db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
-        current = int(row[0]) if row is not None else 0
-        for version, sql in MIGRATIONS:
-            if version <= current:
-                continue
-            for statement in split_statements(sql):
-                db.execute(statement)
-            db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise

@@ -1,8 +1,8 @@
-"""How ``SqliteStore`` writes a ``Turn`` as a ``turns`` row and reads it back.
+"""How ``SqliteStore`` writes a ``Turn`` as a ``turns`` row and reads it (and a session) back.
 
-Kept apart from ``sqlite.py`` (the store's statements and their atomicity) so the mapping between
-the domain type and the columns — JSON for the nested parts, ``None`` for absent ids — reads in one
-place. The column order is ``relay.store.sqlite._TURN_COLUMNS``.
+Kept apart from ``sqlite.py`` (the store's operations and their atomicity) so the mapping between
+the domain types and the columns — JSON for the nested parts, ``None`` for absent ids — and the
+``turns`` statements built from the column list read in one place.
 """
 
 from __future__ import annotations
@@ -14,11 +14,14 @@ from typing import Any, TypeVar
 
 from relay.domain import (
     ActivityId,
+    BotId,
+    ConversationId,
     ConversationRef,
     EventId,
     InboundFile,
     ModelTier,
     SessionId,
+    SessionRecord,
     Turn,
     TurnId,
     TurnState,
@@ -27,9 +30,39 @@ from relay.domain import (
 
 _T = TypeVar("_T")
 
+# Compared with `state IN (...)`, not `NOT IN (final)`, so the turns_by_state_age index is used.
+UNFINISHED = tuple(s.value for s in TurnState if not s.is_final)
+FINAL = tuple(s.value for s in TurnState if s.is_final)
+
+TURN_COLUMNS = (
+    "turn_id, bot_id, conversation_id, activity_id, ref_json, user_json, text, model_tier,"
+    " files_json, state, session_id, since_cursor, chat_turn_id, last_event_id, attempts, error,"
+    " command, created_at, updated_at"
+)
+# The SQL is assembled once from the constants above (no input reaches it; values are always bound
+# parameters), hence the S608 waivers.
+SELECT_TURNS = f"SELECT {TURN_COLUMNS} FROM turns"  # noqa: S608
+# seq = MAX(seq) + 1 inside the INSERT: a write statement takes the write lock before it reads, so
+# concurrent inserts cannot share a number (and UNIQUE would refuse it anyway). A new turn always
+# sorts after every turn still in the table, which is the order the worker needs; a number could
+# only be reused after the newest rows were deleted, and then nothing is left to mis-order.
+INSERT_TURN = (
+    f"INSERT INTO turns (seq, {TURN_COLUMNS})"  # noqa: S608
+    " VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM turns), "
+    + ", ".join("?" * (TURN_COLUMNS.count(",") + 1))
+    + ") ON CONFLICT (turn_id) DO NOTHING"
+)
+SELECT_UNFINISHED = (
+    f"{SELECT_TURNS} WHERE state IN ({', '.join('?' * len(UNFINISHED))}) ORDER BY seq LIMIT ?"
+)
+SAVE_DELIVERY = (
+    "UPDATE turns SET delivery_json = CASE WHEN state IN"  # noqa: S608
+    f" ({', '.join('?' * len(FINAL))}) THEN ? ELSE ? END WHERE turn_id = ?"
+)
+
 
 def turn_params(turn: Turn) -> tuple[Any, ...]:
-    """Every column of ``_TURN_COLUMNS`` except the two timestamps, in order."""
+    """Every column of ``TURN_COLUMNS`` except the two timestamps, in order."""
     return (
         turn.turn_id,
         turn.bot_id,
@@ -69,6 +102,20 @@ def row_to_turn(row: sqlite3.Row) -> Turn:
         attempts=int(row["attempts"]),
         error=row["error"],
         command=row["command"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def row_to_session(
+    bot_id: BotId, conversation_id: ConversationId, row: sqlite3.Row
+) -> SessionRecord:
+    return SessionRecord(
+        bot_id=bot_id,
+        conversation_id=conversation_id,
+        session_id=SessionId(row["session_id"]),
+        last_event_id=opt(EventId, row["last_event_id"]),
+        show_progress=bool(row["show_progress"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )

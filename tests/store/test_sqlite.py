@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-import relay.store.sqlite as sqlite_backend
+import relay.store.migrations as migrations
 from relay.domain import EventId, SessionId, TurnId, TurnState
 from relay.store import SqliteStore
 from relay.store.migrations import MIGRATIONS, split_statements
@@ -70,7 +70,7 @@ async def test_a_failing_migration_leaves_the_schema_untouched(
     await store.close()
 
     broken = (LATEST + 1, "CREATE TABLE extra (x INTEGER);\nTHIS IS NOT SQL;\n")
-    monkeypatch.setattr(sqlite_backend, "MIGRATIONS", [*MIGRATIONS, broken])
+    monkeypatch.setattr(migrations, "MIGRATIONS", [*MIGRATIONS, broken])
     with pytest.raises(sqlite3.OperationalError):
         await SqliteStore(path).open()
 
