@@ -13,6 +13,11 @@ from __future__ import annotations
 import sqlite3
 from typing import Final
 
+from relay.errors import ConfigError
+
+# The store's statements use upserts with RETURNING (3.35) and the built-in JSON functions (3.38).
+MIN_SQLITE = (3, 38, 0)
+
 # (version, sql). Versions are strictly increasing (checked below, at import time).
 MIGRATIONS: Final[list[tuple[int, str]]] = [
     (
@@ -119,6 +124,12 @@ def migrate(db: sqlite3.Connection) -> None:
     IMMEDIATE takes the write lock before reading the version, so a second process opening the
     same file at the same moment waits (busy_timeout) instead of applying the same migration twice.
     """
+    if sqlite3.sqlite_version_info < MIN_SQLITE:
+        raise ConfigError(
+            "RELAY_DATABASE_URL",
+            f"this Python's SQLite is {sqlite3.sqlite_version}; a sqlite:// journal needs"
+            f" {'.'.join(map(str, MIN_SQLITE))} or newer (or use redis://)",
+        )
     db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY)")
     db.execute("BEGIN IMMEDIATE")
     try:

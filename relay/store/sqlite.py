@@ -309,21 +309,24 @@ class SqliteStore:
         fields: dict[str, Any],
     ) -> dict[str, Any]:
         now = self._clock()
-        # One statement merges (json_patch; a None value removes the field), so concurrent
-        # merges on the one connection cannot lose each other's fields.
+        # One statement merges (json_patch; a None value removes the field) and returns the
+        # merged note, so concurrent merges cannot lose each other's fields and the caller sees
+        # exactly the note its own merge produced (one round-trip to the writer thread, not two).
         sql = (
             "INSERT INTO conversation_notes (bot_id, conversation_id, name, data_json, expires_at)"
             " VALUES (?, ?, ?, json_patch('{}', ?), ?)"
             " ON CONFLICT (bot_id, conversation_id, name) DO UPDATE SET"
             " data_json = CASE WHEN conversation_notes.expires_at <= ? THEN excluded.data_json"
             " ELSE json_patch(conversation_notes.data_json, ?) END,"
-            " expires_at = excluded.expires_at"
+            " expires_at = excluded.expires_at RETURNING data_json"
         )
         patch = codec.dumps(fields)
         expires = now + min(NOTE_TTL_SECONDS, self.retention)
         params = (bot_id, conversation_id, name, patch, expires, now, patch)
-        await self._conn.write(lambda db: db.execute(sql, params))
-        return await self.get_note(bot_id, conversation_id, name) or {}
+        # fetchall: the statement must be finished before the write's SAVEPOINT is released.
+        rows = await self._conn.write(lambda db: db.execute(sql, params).fetchall())
+        data = json.loads(rows[0][0]) if rows else {}
+        return data if isinstance(data, dict) else {}
 
     async def get_note(
         self, bot_id: BotId, conversation_id: ConversationId, name: str

@@ -17,6 +17,7 @@ import pytest
 
 import relay.store.migrations as migrations
 from relay.domain import EventId, SessionId, TurnId, TurnState
+from relay.errors import ConfigError
 from relay.store import SqliteStore
 from relay.store.migrations import MIGRATIONS, split_statements
 
@@ -76,6 +77,16 @@ async def test_a_failing_migration_leaves_the_schema_untouched(
 
     assert _query(path, "SELECT MAX(version) FROM schema_version") == [(LATEST,)]
     assert _query(path, "SELECT name FROM sqlite_master WHERE name = 'extra'") == []
+
+
+async def test_an_old_sqlite_is_a_start_up_error_naming_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    with pytest.raises(ConfigError) as caught:
+        await SqliteStore(tmp_path / "relay.db").open()
+    assert caught.value.key == "RELAY_DATABASE_URL"
+    assert "3.38.0 or newer" in str(caught.value)
 
 
 def test_split_statements_keeps_trigger_bodies_whole() -> None:
