@@ -119,7 +119,8 @@ def tail_turn(
         PermanentError / CredentialError: Neo refused the tail (4xx), from ``NeoClient.tail``.
     """
     # The generator itself, not a wrapper re-yielding it: every layer of async generators is
-    # paid once per event (bench/README.md "Profile"); closing it closes its connection.
+    # paid once per event (bench/README.md "Where a streamed turn's CPU goes"); closing it
+    # closes its connection.
     return _TurnTail(client, session_id, since, limits, on_event_id, scope).chunks()
 
 
