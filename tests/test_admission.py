@@ -96,6 +96,8 @@ async def test_turns_past_the_limit_wait_in_the_journal_and_run_once_in_order(
         # Waiting conversations ran in arrival order after the first two.
         firsts = [log.index(f"{c}-0") for c in "cde"]
         assert firsts == sorted(firsts)
+        while worker.active and time.monotonic() < end:  # the last turns log, then save
+            await asyncio.sleep(0.01)
         assert await store.unfinished_turns() == []
     finally:
         await gate.close()
