@@ -218,6 +218,15 @@ class AdmissionGate:
         self._ensure_ticker()
         return True
 
+    def adopt(self, turn: Turn) -> bool:
+        """What the lease sweep submits: True only if this took up ``turn``'s conversation. One
+        that runs here or waits journaled (for a slot or Neo's budget) looks abandoned to the
+        sweep when its turns sat still for a lease period, but it is not: nothing to count."""
+        key = (turn.bot_id, turn.conversation_id)
+        if self._worker.running(key) or key in self._waiting:
+            return False
+        return self.submit(turn)
+
     def released(self, key: ConversationKey | None) -> None:
         """A conversation went idle (worker hook): admit waiting conversations into free slots."""
         if key is not None:

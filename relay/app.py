@@ -198,7 +198,7 @@ async def _startup(app: web.Application) -> None:
     for turn in await store.unfinished_turns():
         resumed += gate.submit(turn)
     # Picks up conversations whose replica died; with one process, turns a run left unfinished.
-    leases.start_sweeper(gate.submit)
+    leases.start_sweeper(gate.adopt)
     await _start_metrics(app)
     log.info("relay ready: %d bot(s), %d unfinished turn(s) resumed", len(settings.bots), resumed)
 

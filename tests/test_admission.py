@@ -25,6 +25,7 @@ from relay.domain import (
     TurnState,
     User,
 )
+from relay.replicas import ConversationLeases
 from relay.start_slots import START_HOLD, StartSlots, first_chunk
 from relay.store.sqlite import SqliteStore
 from relay.teams.busy import BUSY_TEXT
@@ -331,6 +332,42 @@ async def test_busy_notices_go_out_a_few_at_a_time_oldest_first(tmp_path: Path) 
             await asyncio.sleep(0.02)
         assert sent == [TurnId(f"{c}-0") for c in convs[1:]]  # all who wait, oldest first
         assert peak == NOTICES_IN_FLIGHT
+    finally:
+        hang.set()
+        await gate.close()
+        await worker.drain(1)
+        await store.close()
+
+
+async def test_the_lease_sweep_does_not_resubmit_conversations_the_gate_already_holds(
+    tmp_path: Path,
+) -> None:
+    """A conversation running here, or waiting journaled for a slot (or for Neo's budget), looks
+    abandoned to the sweep when its turns have not changed for a lease period; the gate already
+    has it, so the sweep (through ``adopt``) must count and log nothing as resubmitted."""
+    store = SqliteStore(tmp_path / "j.db", clock=lambda: time.time() - 60)  # journaled long ago
+    await store.open()
+    hang = asyncio.Event()
+
+    async def run(turn: Turn) -> None:
+        await hang.wait()
+
+    worker = ConversationWorker(run)
+    gate = AdmissionGate(worker, store.unfinished_conversation_turns, max_active=1)
+    worker.on_idle = gate.released
+    leases = ConversationLeases(store, run, ttl=0.3, owner="replica-a")
+    try:
+        for conv in "ab":
+            turn = _turn(conv, 0)
+            assert await store.add_turn(turn)
+            assert gate.submit(turn)
+        assert (worker.active, gate.waiting) == (1, 1)
+        assert await leases.sweep(gate.adopt) == 0
+        assert (worker.active, gate.waiting) == (1, 1)
+        # A conversation only the journal knows (its replica died) is taken up, and counted.
+        assert await store.add_turn(_turn("c", 0))
+        assert await leases.sweep(gate.adopt) == 1
+        assert (worker.active, gate.waiting) == (1, 2)
     finally:
         hang.set()
         await gate.close()
