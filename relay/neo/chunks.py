@@ -7,31 +7,27 @@ sketch"), and keeps renderers away from raw chunks. It is deliberately forgiving
 stream is the one part of Neo's contract that is not documented: unknown chunk types (including v7
 ones) and unknown fields are ignored, a chunk whose required fields have the wrong type is skipped
 whole, and nothing here raises. It also derives short progress labels for the Teams "informative"
-updates — from tool *names* and status-like data parts only, never from tool inputs or outputs.
+updates — from tool *names* and status-like data parts only, never from tool inputs or outputs;
+reading those out of a single chunk (and TIL approvals, source passages) is
+``relay.neo.chunk_parts``' job.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from relay.domain import ApprovalRequest, FilePart, Reply, ReplyOutcome, Source, ToolCall
+from relay.neo.chunk_parts import snippet, status_label, til_request_from_data, tool_label
 
 log = logging.getLogger(__name__)
 
 # Chunks after which a turn is over (the stream may still carry a few more, see events.py).
 TERMINAL_TYPES = frozenset({"finish", "abort", "error"})
-MAX_LABEL = 120
 THINKING = "Thinking…"
-_STATUS_KEYS = ("status", "phase", "label", "title", "message", "text")
-_IDLE_STATUSES = {"done", "complete", "completed", "finished", "idle", "ok", "success", "ready"}
 # Part names that carry content, not status (a session title, a citation…): never a label.
 _CONTENT_PARTS = ("title", "citation", "source", "usage", "feedback")
-_TIL_TYPES = {"data-til", "data-approval", "data-til-request", "data-approval-request"}
-_TIL_ID_KEYS = ("til_request_id", "tilRequestId")
-_TIL_GENERIC_ID_KEYS = ("til_request_id", "tilRequestId", "request_id", "requestId", "id")
 # v7 chunk types (ai-sdk-v6-stream.md §2 "Version differences") that carry nothing for Teams.
 _IGNORED_TYPES = {"custom", "reasoning-file", "steering-message"}
 
@@ -61,133 +57,6 @@ def _deep_merge(target: dict[str, Any], source: Any) -> None:
             _deep_merge(target[key], value)
         else:
             target[key] = value
-
-
-def _clean(text: str) -> str:
-    return " ".join(text.split())
-
-
-def humanize_tool_name(name: str) -> str:
-    """``getWeather`` → ``get weather``; ``search_tickets`` / ``kb.search-docs`` likewise."""
-    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", name)
-    return _clean(re.sub(r"[^A-Za-z0-9]+", " ", spaced)).lower()
-
-
-_SEARCH_VERBS = ("search", "find", "lookup", "look up", "query")
-
-
-def tool_label(tool_name: str, title: str | None = None) -> str | None:
-    """The progress label for a tool, in words a user understands.
-
-    The tool's ``title`` when the agent gave one ("Searching documentation…"); else a search
-    tool reads "Searching <what>…" and any other "Running <Readable name>…" ("getWeather" →
-    "Running Get weather…"), never the raw identifier.
-    """
-    if title and title.strip():
-        text = _clean(title)
-        text = text[0].upper() + text[1:]
-        return (text if text[-1] in ".!?…:" else f"{text}…")[:MAX_LABEL]
-    words = humanize_tool_name(tool_name)
-    if not words:
-        return None
-    for verb in _SEARCH_VERBS:
-        if words == verb or words.startswith(verb + " "):
-            rest = words[len(verb) :].strip()
-            return f"Searching {rest}…"[:MAX_LABEL] if rest else "Searching…"
-    return f"Running {words[0].upper()}{words[1:]}…"[:MAX_LABEL]
-
-
-def status_label(data: Any) -> str | None:
-    """A label from a status-like ``data-*`` payload (``{"phase": "searching"}`` → "Searching…").
-
-    Only a short (≤ 120 chars) string under status/phase/label/title/message/text qualifies;
-    values that mean "finished" (done, complete, …) produce no label.
-    """
-    if not isinstance(data, dict):
-        return None
-    for key in _STATUS_KEYS:
-        value = data.get(key)
-        if not isinstance(value, str):
-            continue
-        text = _clean(value)
-        if not text or len(text) > MAX_LABEL or text.lower().rstrip(".!") in _IDLE_STATUSES:
-            continue
-        text = text[0].upper() + text[1:]
-        if text[-1] not in ".!?…:" and len(text) < MAX_LABEL:
-            text += "…"
-        return text
-    return None
-
-
-def _id_value(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-_SNIPPET_KEYS = ("snippet", "excerpt", "summary", "description")
-
-
-def _snippet(chunk: dict[str, Any]) -> str | None:
-    """A passage of a source, if the agent sent one: the SDK has no field for it, so it is
-    looked for on the chunk and one level into ``providerMetadata`` (per provider)."""
-    places = [chunk]
-    meta = chunk.get("providerMetadata")
-    if isinstance(meta, dict):
-        places += [v for v in meta.values() if isinstance(v, dict)]
-    for place in places:
-        for key in _SNIPPET_KEYS:
-            value = place.get(key)
-            if isinstance(value, str) and value.strip():
-                return _clean(value)
-    return None
-
-
-def til_request_from_data(part_type: str, data: Any) -> ApprovalRequest | None:
-    """Recognise a Neo TIL (technician-in-the-loop) approval carried in a ``data-*`` part.
-
-    How Neo announces a pending TIL in a chat turn is undocumented (neo-chat-api.md §b item 18),
-    so this accepts, defensively:
-
-    1. ``data-til``, ``data-approval``, ``data-til-request`` or ``data-approval-request`` whose
-       ``data`` is an object with an id under ``til_request_id``, ``tilRequestId``,
-       ``request_id``, ``requestId`` or ``id`` — or whose ``data`` is itself the id (str / int);
-    2. any other ``data-*`` whose ``data`` object has ``til_request_id`` or ``tilRequestId``;
-    3. any other ``data-*`` whose ``data`` object has ``type`` ``"til"`` or ``"approval"``
-       (case-insensitive) and an id under ``id``, ``request_id`` or ``requestId``.
-
-    Ids may be strings or integers (``TilRequest.id`` is an integer). The description is the first
-    string of ``description``, ``title``, ``message``. The result's ``approval_id`` is
-    ``"til-<id>"``.
-    """
-    request_id: str | None = None
-    description: str | None = None
-    if isinstance(data, dict):
-        if part_type in _TIL_TYPES:
-            keys: tuple[str, ...] = _TIL_GENERIC_ID_KEYS
-        elif any(k in data for k in _TIL_ID_KEYS):
-            keys = _TIL_ID_KEYS
-        elif str(data.get("type", "")).lower() in ("til", "approval"):
-            keys = ("id", "request_id", "requestId")
-        else:
-            return None
-        request_id = next((v for k in keys if (v := _id_value(data.get(k)))), None)
-        description = next(
-            (
-                _clean(v)
-                for k in ("description", "title", "message")
-                if isinstance(v := data.get(k), str)
-            ),
-            None,
-        )
-    elif part_type in _TIL_TYPES:
-        request_id = _id_value(data)
-    if request_id is None:
-        return None
-    return ApprovalRequest(
-        approval_id=f"til-{request_id}", til_request_id=request_id, description=description
-    )
 
 
 class ReplyAssembler:
@@ -421,7 +290,7 @@ class ReplyAssembler:
                 source_id=_req(chunk, "sourceId"),
                 url=_req(chunk, "url"),
                 title=_opt(chunk, "title"),
-                snippet=_snippet(chunk),
+                snippet=snippet(chunk),
             )
         )
 
@@ -432,7 +301,7 @@ class ReplyAssembler:
                 media_type=_req(chunk, "mediaType"),
                 title=_opt(chunk, "title"),
                 filename=_opt(chunk, "filename"),
-                snippet=_snippet(chunk),
+                snippet=snippet(chunk),
             )
         )
 

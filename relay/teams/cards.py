@@ -14,7 +14,7 @@ from typing import Any
 
 from relay.approvals import DecisionView, Outcome
 from relay.domain import ApprovalRequest
-from relay.neo.chunks import humanize_tool_name
+from relay.neo.chunk_parts import humanize_tool_name
 
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 CARD_VERSION = "1.5"

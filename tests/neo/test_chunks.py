@@ -10,14 +10,13 @@ import pytest
 
 from relay.devtools.neo_emulator_streams import read_sse_chunks
 from relay.domain import ReplyOutcome
-from relay.neo.chunks import (
-    ReplyAssembler,
-    assemble,
+from relay.neo.chunk_parts import (
     humanize_tool_name,
     status_label,
     til_request_from_data,
     tool_label,
 )
+from relay.neo.chunks import ReplyAssembler, assemble
 
 
 def test_full_fixture_matches_the_sdk_golden_message(aisdk_fixtures: Path) -> None:
