@@ -104,6 +104,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK  # fields 14 and 15 of stat(5)
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine since boot, all CPUs, from /proc/stat.
+
+    Busy is everything but idle and iowait; steal counts as busy (a neighbour had the CPU)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    total = sum(fields[:8])  # guest time is already inside user (proc(5))
+    return total - idle, total
+
+
 def rss_bytes(pid: int) -> int:
     """Resident set size of a process, from /proc/<pid>/status."""
     with open(f"/proc/{pid}/status") as f:

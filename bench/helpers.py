@@ -5,12 +5,16 @@ Teams shards say which chunk each update showed and when; Neo says when it emitt
 judges whether a helper — or the load generator itself — was the limit of a phase: a process whose
 event loop woke late by more than :data:`LAG_LIMIT_MS` at p99, or that used at least
 :data:`CPU_LIMIT` of a core, stamps its times late, so the phase measured the harness, not the
-system under test. ``bench.run`` prints that verdict next to every figure.
+system under test. The same holds for the machine as a whole: with more busy processes than
+cores, each waits in the run queue although none crosses its own marks, so a phase in which the
+machine's CPUs were at least :data:`MACHINE_LIMIT` busy over any half second is reported as
+``machine``. ``bench.run`` prints that verdict next to every figure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import time
 from dataclasses import dataclass, field
@@ -18,11 +22,12 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import cpu_seconds, is_paragraph_end, relay_added, summary_ms
+from bench.common import cpu_seconds, is_paragraph_end, machine_ticks, relay_added, summary_ms
 from bench.neo_shard import merge_answers
 
 LAG_LIMIT_MS = 10.0
 CPU_LIMIT = 0.9  # of one core
+MACHINE_LIMIT = 0.9  # of all the machine's CPUs
 
 
 @dataclass
@@ -39,6 +44,7 @@ class Usage:
 
     started: float
     cpu: dict[str, float] = field(default_factory=dict)
+    ticks: tuple[int, int] = (0, 0)  # the machine's (busy, total), see machine_ticks
 
 
 class LagProbe:
@@ -64,11 +70,42 @@ class LagProbe:
         return summary_ms(self.lags)
 
 
+class MachineProbe:
+    """How busy the machine's CPUs are, every ``period`` s: a step's average hides its ramp, when
+    a thousand turns start within seconds, so the peak interval is what is judged."""
+
+    def __init__(self, period: float = 0.5) -> None:
+        self.period = period
+        self.samples: list[tuple[float, int, int]] = []  # (monotonic, busy ticks, total ticks)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            self.samples.append((time.monotonic(), *machine_ticks()))
+            if len(self.samples) > 20_000:  # ~3 h at 0.5 s: bounded
+                del self.samples[:10_000]
+            await asyncio.sleep(self.period)
+
+    def peak_share(self, since: float) -> float:
+        """The busiest interval's share of all CPUs since ``since`` (monotonic); 0 if none."""
+        recent = [s for s in self.samples if s[0] >= since]
+        shares = [
+            (b1 - b0) / (t1 - t0)
+            for (_, b0, t0), (_, b1, t1) in itertools.pairwise(recent)
+            if t1 > t0
+        ]
+        return round(max(shares, default=0.0), 2)
+
+
 class Helpers:
     def __init__(self, neo: list[Helper], teams: list[Helper], http: aiohttp.ClientSession) -> None:
         self.neo, self.teams, self.http = neo, teams, http
         self.all = [*neo, *teams]
         self.probe = LagProbe()  # the load generator's own loop
+        self.machine = MachineProbe()
 
     async def _get(self, helper: Helper, path: str) -> dict[str, Any]:
         async with self.http.get(f"{helper.control}/bench/{path}") as r:
@@ -94,7 +131,7 @@ class Helpers:
     def usage(self) -> Usage:
         cpu = {h.name: cpu_seconds(h.pid) for h in self.all}
         cpu["loadgen"] = cpu_seconds(os.getpid())
-        return Usage(time.monotonic(), cpu)
+        return Usage(time.monotonic(), cpu, machine_ticks())
 
     async def full_stats(self, since: Usage) -> dict[str, Any]:
         """The latencies of everything since the last reset, and the harness's own load."""
@@ -131,6 +168,16 @@ class Helpers:
                 "cpu_share": share,
                 "lag_p99_ms": lag,
                 "saturated": share >= CPU_LIMIT or (lag == lag and lag > LAG_LIMIT_MS),
+            }
+        (busy1, total1), (busy0, total0) = machine_ticks(), since.ticks
+        if total1 > total0:
+            peak = self.machine.peak_share(since.started)
+            harness["machine"] = {
+                # cores busy on average, like the processes' figure; the peak is of all CPUs
+                "cpu_share": round((busy1 - busy0) / (total1 - total0) * (os.cpu_count() or 1), 2),
+                "peak_share": peak,
+                "lag_p99_ms": 0.0,  # no loop of its own
+                "saturated": peak >= MACHINE_LIMIT,
             }
         return {
             "updates": updates,

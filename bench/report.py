@@ -114,7 +114,10 @@ def render_table(result: dict[str, Any]) -> str:
         add(f"idle RSS MB (fresh process) {tag}", s["rss_idle_mb"], b and b["rss_idle_mb"])
     summary = result.get("summary", {})
     lines.append("")
-    lines.append("harness processes saturated (loop lag p99 > 10 ms or ≥ 0.9 core) in: ")
+    lines.append(
+        "harness processes saturated (loop lag p99 > 10 ms or ≥ 0.9 core; machine: its CPUs"
+        " ≥ 90 % busy) in: "
+    )
     lines[-1] += ", ".join(summary.get("harness_saturated") or []) or "none"
     lines.append("targets: " + json.dumps(summary))
     m = result["machine"]

@@ -358,6 +358,7 @@ class Bench:
         ) as http:
             self.helpers = Helpers(self.neo, self.teams, http)
             self.helpers.probe.start()
+            self.helpers.machine.start()
             return await self.run_all()
 
     async def run_all(self) -> dict[str, Any]:

@@ -13,11 +13,12 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from bench.common import chunk_text, newest_chunk, percentile, relay_added
+from bench.common import chunk_text, machine_ticks, newest_chunk, percentile, relay_added
 from bench.neo_shard import decode_cursor, encode_cursor, merge_answers
 from bench.neo_tail import events, measure
 
@@ -69,6 +70,17 @@ def test_shards_records_merge_into_one_answer_per_conversation() -> None:
     assert merged["c2"]["emitted"] == [5.0]  # only the served prefix can be indexed by chunk
 
 
+def test_machine_ticks_count_this_process_burning_a_core() -> None:
+    (busy0, total0), cpu0 = machine_ticks(), time.process_time()
+    while time.process_time() - cpu0 < 0.3:  # bounded: 0.3 s of this process's CPU
+        pass
+    (busy1, total1) = machine_ticks()
+    busy, total = busy1 - busy0, total1 - total0
+    ticks = os.sysconf("SC_CLK_TCK")
+    # At least most of the 0.3 s burnt here, and never more busy time than there was time.
+    assert 0.2 * ticks <= busy <= total, (busy, total)
+
+
 def test_smoke_run_measures_relay_and_baseline_and_cleans_up(tmp_path: Path) -> None:
     out = tmp_path / "smoke.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "NEO_"))}
@@ -91,6 +103,8 @@ def test_smoke_run_measures_relay_and_baseline_and_cleans_up(tmp_path: Path) -> 
         assert step["errors"] == step["violations"] == step["unparsed_updates"] == 0, step
         assert step["relay_added"]["n"] >= 4, step  # every turn streamed text updates
         assert step["cpu_seconds"] > 0
+        # The machine as a whole is judged too: busy cores between none and all of them.
+        assert 0 < step["harness"]["machine"]["cpu_share"] <= os.cpu_count(), step["harness"]
         for pid in data["pids"]:
             assert not Path(f"/proc/{pid}").exists(), f"{system} {pid} still running"
     assert result["machine"]["nproc"] == os.cpu_count()
