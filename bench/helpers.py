@@ -43,8 +43,8 @@ class Usage:
     """CPU seconds of every harness process at the start of a phase (see :meth:`Helpers.usage`)."""
 
     started: float
+    ticks: tuple[int, int]  # the machine's (busy, total), see machine_ticks
     cpu: dict[str, float] = field(default_factory=dict)
-    ticks: tuple[int, int] = (0, 0)  # the machine's (busy, total), see machine_ticks
 
 
 class LagProbe:
@@ -131,7 +131,7 @@ class Helpers:
     def usage(self) -> Usage:
         cpu = {h.name: cpu_seconds(h.pid) for h in self.all}
         cpu["loadgen"] = cpu_seconds(os.getpid())
-        return Usage(time.monotonic(), cpu, machine_ticks())
+        return Usage(time.monotonic(), machine_ticks(), cpu)
 
     async def full_stats(self, since: Usage) -> dict[str, Any]:
         """The latencies of everything since the last reset, and the harness's own load."""
