@@ -80,12 +80,8 @@ async def _final_state(h: Harness, conv: str) -> TurnState:
 
 
 async def _journal_caught_up(h: Harness, conv: str, timeout: float = 10.0) -> None:
-    """Wait until the journaled stream progress equals what Teams shows.
-
-    A kill *while* a stream update is in flight — Teams accepted it, the relay died before
-    journaling it — is a known gap (the restarted relay repeats that update's new text in a
-    follow-up message; see the issue report), so these tests kill between updates.
-    """
+    """Wait until the journaled stream progress equals what Teams shows: these tests kill
+    between updates (a kill while one is on the wire has its own test below)."""
     store = open_store(h.settings.database_url)
     await store.open()
     try:
@@ -145,6 +141,47 @@ async def test_sigkill_mid_answer_then_restart_shows_the_answer_once(
         assert await _final_state(h, conv) is TurnState.DELIVERED
         _assert_no_secrets(h, first.log() + second.log(), [token])
     finally:
+        await first.kill()
+        if second is not None:
+            await second.kill()
+
+
+async def test_sigkill_while_a_stream_update_is_on_the_wire_shows_nothing_twice(
+    emulators: Harness, tmp_path: Path
+) -> None:
+    """Teams accepts an update the relay never heard back about: the relay journals each update's
+    text *before* sending it, so the next process closes the stream with that text (which
+    extends whatever Teams shows, whether or not the update arrived) and continues after it."""
+    h = emulators
+    h.neo.chunk_delay = 0.06
+    env = relay_env(h)
+    first = await RelayProcess.start(env, tmp_path / "relay-1.log")
+    second: RelayProcess | None = None
+    try:
+        conv, _token = await _deliver(h, first, "tell me everything", "personal")
+        await _mid_answer(h, conv, "personal")
+        sent = len(h.teams.stream_requests(conv))
+        h.teams.pause()  # the next update is recorded, then held unanswered
+        await h.wait_for(
+            lambda: len(h.teams.stream_requests(conv)) > sent, 10, "an update on the wire"
+        )
+        await first.signal_and_wait(signal.SIGKILL, 10)
+        h.teams.resume()  # Teams applies the update the dead relay never heard back about
+        await h.wait_for(
+            lambda: h.teams.stream_requests(conv)[-1].status == 202, 5, "the update applied"
+        )
+        second = await RelayProcess.start(env, tmp_path / "relay-2.log")
+        await h.wait_for(
+            lambda: WORDS[-1].strip() in "".join(user_view(h.teams, conv)), 20, "the answer"
+        )
+        await asyncio.sleep(0.5)  # a duplicate would arrive now
+        assert_each_once(user_view(h.teams, conv), [w.strip() for w in WORDS])
+        assert len(h.neo.posted_messages) == 1
+        await h.wait_for(lambda: h.teams.violations == [], 1, "no Teams rule broken")
+        await second.signal_and_wait(signal.SIGTERM, 15)
+        assert await _final_state(h, conv) is TurnState.DELIVERED
+    finally:
+        h.teams.resume()
         await first.kill()
         if second is not None:
             await second.kill()

@@ -141,7 +141,8 @@ class TeamsStream(StreamClosing):
 
     async def _halt(self) -> None:
         """Shutdown or a lost lease: send nothing more, but let a request already on the wire
-        finish and be journaled, so the run that resumes knows exactly what Teams shows."""
+        finish (its text was journaled before it left), so that the run that resumes never has
+        two requests of one stream in flight."""
         self._interrupted = True
         self._stop.set()
         self._wake.set()
@@ -243,6 +244,9 @@ class TeamsStream(StreamClosing):
         seq = self.sequence + 1
         entity = stream_info(stream_type=kind, stream_sequence=seq, stream_id=self.stream_id)
         activity = typing_activity(self._turn.ref, text=text, entities=[entity])
+        first = self.stream_id is None
+        if not first:  # write-ahead (relay.teams.stream_state): a crash mid-request loses nothing
+            await self._journal_ahead(seq, text if kind == "streaming" else None)
         started = time.monotonic()
         try:
             # Only the first request creates something; a repeated update is harmless.
@@ -274,4 +278,6 @@ class TeamsStream(StreamClosing):
             self._shown, self._shown_chars = text, len(text)
         else:
             self._informative = text
-        await self._save()
+        self._ahead = None
+        if first:  # the stream's id comes with this answer: journal it now
+            await self._save()

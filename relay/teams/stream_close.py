@@ -7,7 +7,8 @@ first piece ends before the streamed words closes with exactly the streamed text
 rest; an answer the agent rewrote closes with the streamed text and is then replaced in place.
 A stream our time budget ends (:meth:`StreamClosing._close_early`), Teams ends, or a previous run
 left open (:meth:`StreamClosing._load`) continues as normal messages from the text Teams
-acknowledged, so nothing shows twice and nothing is lost (peers-and-pitfalls.md §5).
+acknowledged (for a stream left open: the text journaled before its last update), so nothing
+shows twice and nothing is lost (peers-and-pitfalls.md §5).
 """
 
 from __future__ import annotations
@@ -71,9 +72,10 @@ class StreamClosing(StreamState):
     # -- closing the stream ------------------------------------------------------------------------
 
     async def _close_abandoned(self, shown: str, last_request_at: object) -> None:
-        """End the stream a previous run left open with exactly the text Teams acknowledged,
-        plain (no AI label, citations or buttons: those belong to the answer that follows); the
-        rest goes out as normal messages (module docstring)."""
+        """End the stream a previous run left open with the text of its last update (sent, or
+        about to be: it extends what Teams shows, relay.teams.stream_state), plain (no AI
+        label, citations or buttons: those belong to the answer that follows); the rest goes
+        out as normal messages (module docstring)."""
         log.info("turn %s: closing stream %s left open", self._turn.turn_id, self.stream_id)
         interval = self._timing.interval
         wait = interval  # that run's last request may have been a moment ago (1 req/s, §1.1)

@@ -2,16 +2,19 @@
 
 A stream request must start at least :attr:`StreamTiming.interval` after the previous one was
 answered (Teams allows 1 req/s and advises 1.5–2 s, reference teams-platform.md §1.1, §2), and a
-relay restarted mid-turn must know exactly what Teams shows. This module holds that state, the one
+relay restarted mid-turn must know what Teams shows. This module holds that state, the one
 place that posts a stream request (:meth:`StreamState._post`) and the journal writes.
 
-Crash safety: after every accepted request the turn's delivery record
-(``Store.save_delivery(turn_id, dict)``) holds::
+Crash safety: the turn's delivery record (``Store.save_delivery(turn_id, dict)``) is written
+*before* every stream update but the first (write-ahead: the update's sequence and, for a
+streaming update, its text), after the first (whose response names the stream), and after every
+final or refusal. It holds::
 
     mode           "stream" (this module) or "messages" (no stream; normal messages only)
     stream_id      Teams stream id (the first update's 201 id), or absent
-    sequence       the last streamSequence used
-    shown_chars    characters of the rendered answer text visible in the streamed message
+    sequence       the last streamSequence used (or about to be)
+    shown_chars    characters of the rendered answer text visible in the streamed message: while
+                   the stream is open, of the last update sent or about to be sent
     shown_text     that text itself, while the stream is open (a resumed run closes with it)
     last_request_at  wall-clock time of the last stream request (paces that closing final)
     stream_closed  true once the final went out, or Teams ended the stream
@@ -31,9 +34,16 @@ everything after ``shown_chars`` / ``pieces_sent`` follows as normal messages. W
 progress, the bubble stays while the agent works and the answer (or error) becomes its final. A
 refusal of either final ("already completed", timed out, not allowed) counts as closed. An
 interrupted run (shutdown, lost lease) sends nothing more — it only lets a request already on the
-wire finish and be journaled — and leaves the close to the next run; a turn that ends without an
+wire finish — and leaves the close to the next run; a turn that ends without an
 answer (files only, none usable) closes its stream with the streamed text, or
 ``relay.teams.stream.NO_ANSWER``.
+
+Why write-ahead: a run killed while an update is on the wire cannot know whether Teams applied it.
+The update's text extends what Teams shows either way, and a final is accepted only if it starts
+with the streamed text (§1.1, 403 otherwise), so closing with the journaled text is valid in both
+cases. Journaled after Teams' answer instead, such a crash left the older text in the record: the
+close was refused, the bubble kept the newer text and the follow-up repeated it
+(``tests/test_recovery_process.py``).
 """
 
 from __future__ import annotations
@@ -116,6 +126,9 @@ class StreamState:
         self._interrupted = False  # shutdown or lost lease: send nothing more
         self._lost: LeaseLost | None = None
         self._last_request_at: float | None = None  # wall clock, journaled for the next run
+        # (sequence, streamed text or None for an informative update) of the update journaled
+        # ahead and not yet acknowledged (see "write-ahead" in the module docstring)
+        self._ahead: tuple[int, str | None] | None = None
 
     async def _post(self, activity: Payload, *, idempotent: bool) -> SendResult:
         """One stream request. The pause runs from its *end*: Teams times arrivals, and ours
@@ -150,17 +163,28 @@ class StreamState:
         self.phase, self._cancel_error = Phase.CANCELLED, exc
         await self._save()
 
+    async def _journal_ahead(self, sequence: int, text: str | None) -> None:
+        """Before sending update ``sequence`` on an existing stream: make it durable first."""
+        self._ahead = (sequence, text)
+        self._last_request_at = time.time()
+        await self._save()
+
     async def _save(self) -> None:
         d = self._delivery
         d["mode"] = "messages" if self.phase is Phase.FALLBACK else "stream"
         if self.stream_id is not None:
             d["stream_id"] = self.stream_id
-        d["sequence"] = self.sequence
-        d["shown_chars"] = self._shown_chars
+        sequence, shown, chars = self.sequence, self._shown or "", self._shown_chars
         if self.phase is Phase.OPEN:
-            d["shown_text"] = self._shown or ""  # what a resumed run closes the stream with
+            if self._ahead is not None:  # an update on the wire: its text extends ``shown``
+                ahead_sequence, ahead_text = self._ahead
+                sequence = max(sequence, ahead_sequence)
+                if ahead_text is not None:
+                    shown, chars = ahead_text, len(ahead_text)
+            d["shown_text"] = shown  # what a resumed run closes the stream with
         else:
             d.pop("shown_text", None)
+        d["sequence"], d["shown_chars"] = sequence, chars
         if self._last_request_at is not None:
             d["last_request_at"] = self._last_request_at
         d["stream_closed"] = self.phase is not Phase.OPEN

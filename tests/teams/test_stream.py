@@ -524,6 +524,46 @@ async def test_a_turn_without_an_answer_closes_its_stream(tmp_path: Path) -> Non
         await close_harness(h)
 
 
+async def test_an_update_is_journaled_before_it_is_sent(tmp_path: Path) -> None:
+    """Write-ahead (relay.teams.stream_state): while an update waits for Teams' answer, the
+    delivery record already holds its text, so a crash then closes the stream with it."""
+    h = await make_harness(tmp_path)
+    try:
+        conv = "a:ahead"
+        gate = NeoGate(h)
+        act = h.activity(BOT_A, "hi", conversation_id=conv)
+        await h.deliver(act, bot=BOT_A)
+        await gate.push(*text_chunks("Para one.\n\nParatwo"))
+        await h.wait_for(
+            lambda: h.teams.stream_requests(conv)[-1].activity.get("text") == "Para one.",
+            what="the first paragraph streamed",
+        )
+        h.teams.pause()
+        await gate.push(*text_chunks(" continues.\n\nParathree", start=False), settle=False)
+        await h.wait_for(lambda: len(h.teams.stream_requests(conv)) == 3, what="an update")
+        on_the_wire = h.teams.stream_requests(conv)[-1]
+        assert on_the_wire.status == 0  # recorded, not answered yet
+        turn_id = make_turn_id(BotId(BOT_A.app_id), ConversationId(conv), act["id"])
+        store = open_store(h.settings.database_url)
+        await store.open()
+        try:
+            record = await store.get_delivery(turn_id)
+        finally:
+            await store.close()
+        text = on_the_wire.activity["text"]
+        assert text == "Para one.\n\nParatwo continues."
+        assert (record["shown_text"], record["shown_chars"]) == (text, len(text))
+        assert (record["sequence"], record["stream_closed"]) == (3, False)
+        h.teams.resume()
+        await gate.push(*text_chunks(".", start=False, end=True), done=True)
+        await h.wait_idle()
+        assert h.teams.visible_text(conv) == ["Para one.\n\nParatwo continues.\n\nParathree."]
+        assert h.teams.violations == []
+    finally:
+        h.teams.resume()
+        await close_harness(h)
+
+
 async def test_shutdown_mid_stream_sends_nothing_more(tmp_path: Path) -> None:
     h = await make_harness(tmp_path, shutdown_grace=0.1)
     try:
