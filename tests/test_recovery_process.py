@@ -13,6 +13,7 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -180,6 +181,56 @@ async def test_sigkill_while_a_stream_update_is_on_the_wire_shows_nothing_twice(
         await h.wait_for(lambda: h.teams.violations == [], 1, "no Teams rule broken")
         await second.signal_and_wait(signal.SIGTERM, 15)
         assert await _final_state(h, conv) is TurnState.DELIVERED
+    finally:
+        h.teams.resume()
+        await first.kill()
+        if second is not None:
+            await second.kill()
+
+
+async def _wait_for_state(h: Harness, conv: str, state: TurnState, timeout: float = 20) -> None:
+    end = time.monotonic() + timeout
+    while (now := await _final_state(h, conv)) is not state:
+        assert time.monotonic() < end, f"the turn is {now}, not {state}"
+        await asyncio.sleep(0.1)
+
+
+def _is_final(activity: dict[str, Any]) -> bool:
+    return activity.get("type") == "message" and any(
+        e.get("streamType") == "final" for e in activity.get("entities") or []
+    )
+
+
+@pytest.mark.parametrize("chunk_delay", [0.06, 0.005], ids=["text-streamed", "progress-only"])
+async def test_sigkill_while_the_final_is_on_the_wire_shows_nothing_twice(
+    emulators: Harness, tmp_path: Path, chunk_delay: float
+) -> None:
+    """Teams accepts the stream's final the relay never heard back about: the next process finds
+    the stream already completed and carries on from what that final showed (journaled before
+    it was sent) instead of from the last streamed text — or, when the stream showed only
+    progress, instead of sending the whole answer again."""
+    h = emulators
+    h.neo.chunk_delay = chunk_delay
+    h.teams.pause(_is_final)  # the final is recorded, then held unanswered
+    env = relay_env(h)
+    first = await RelayProcess.start(env, tmp_path / "relay-1.log")
+    second: RelayProcess | None = None
+    try:
+        conv, _token = await _deliver(h, first, "tell me everything", "personal")
+        await h.wait_for(
+            lambda: any(_is_final(r.activity) for r in h.teams.received), 20, "the final"
+        )
+        await first.signal_and_wait(signal.SIGKILL, 10)
+        h.teams.resume()  # Teams applies the final the dead relay never heard back about
+        await h.wait_for(lambda: len(h.teams.messages(conv)) == 1, 5, "the final applied")
+        second = await RelayProcess.start(env, tmp_path / "relay-2.log")
+        await _wait_for_state(h, conv, TurnState.DELIVERED)
+        await asyncio.sleep(0.5)  # a duplicate would arrive now
+        assert_each_once(user_view(h.teams, conv), [w.strip() for w in WORDS])
+        assert len(h.neo.posted_messages) == 1
+        # The one request the new run cannot avoid: Teams refuses it as "already completed",
+        # which is how the run learns that the final arrived.
+        assert h.teams.violations == ["request after the final message"], h.teams.violations
     finally:
         h.teams.resume()
         await first.kill()

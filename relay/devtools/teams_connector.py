@@ -80,6 +80,7 @@ class TeamsConnectorEmulator:
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
     _in_flight: dict[str, int] = field(default_factory=dict)  # conversation → stream requests
     _gate: asyncio.Event = field(default_factory=asyncio.Event)
+    _hold: Callable[[dict[str, Any]], bool] | None = None  # pause(match): which requests wait
     _runner: web.AppRunner | None = None
     base_url: str = ""
 
@@ -100,12 +101,15 @@ class TeamsConnectorEmulator:
     def __post_init__(self) -> None:
         self._gate.set()
 
-    def pause(self) -> None:
-        """Hold every response (requests are still recorded) until :meth:`resume`."""
+    def pause(self, match: Callable[[dict[str, Any]], bool] | None = None) -> None:
+        """Hold every response — or, given ``match``, those to the activities it accepts —
+        until :meth:`resume` (requests are still recorded when they arrive)."""
+        self._hold = match
         self._gate.clear()
 
     def resume(self) -> None:
         """Answer the held requests; a :meth:`pause` right after holds only later ones."""
+        self._hold = None
         self._gate.set()
 
     def stream_requests(self, conversation_id: str | None = None) -> list[Received]:
@@ -218,7 +222,8 @@ class TeamsConnectorEmulator:
             self._in_flight[rec.conversation_id] = self._in_flight.get(rec.conversation_id, 0) + 1
         if self.latency:
             await asyncio.sleep(self.latency)
-        await self._gate.wait()
+        if self._hold is None or self._hold(activity):
+            await self._gate.wait()
         for fault in self._faults:
             if fault.times > 0 and fault.match(activity):
                 fault.times -= 1

@@ -279,5 +279,6 @@ class TeamsStream(StreamClosing):
         else:
             self._informative = text
         self._ahead = None
+        self._prior_closing = None  # the stream is open: a dead run's final never arrived
         if first:  # the stream's id comes with this answer: journal it now
             await self._save()

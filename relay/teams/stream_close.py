@@ -62,7 +62,13 @@ class StreamClosing(StreamState):
                 or len(shown) != self._shown_chars
             ):
                 self.phase, self._shown = Phase.CLOSED, None  # closed (or its text unknown)
-            elif shown:
+                return
+            closing = d.get("closing")
+            if isinstance(closing, dict) and isinstance(closing.get("text"), str):
+                # A final was on the wire when that run died: the next request on the stream
+                # tells whether it arrived (StreamState._broken).
+                self._prior_closing = closing
+            if shown:
                 await self._close_abandoned(shown, d.get("last_request_at"))
             else:
                 self._shown = ""  # only progress was shown: the answer can still be its final
@@ -83,8 +89,7 @@ class StreamClosing(StreamState):
             wait = min(interval, max(0.0, float(last_request_at) + interval - time.time()))
         self._not_before = time.monotonic() + wait
         self._shown = shown
-        self._delivery["plan"] = "remainder"
-        await self._send_final(MessagePayload(shown))
+        await self._send_final(MessagePayload(shown), plan="remainder")
 
     async def _close_early(self) -> None:
         """The time budget is spent: close with what is safe to show; the rest follows later."""
@@ -98,18 +103,14 @@ class StreamClosing(StreamState):
             cited_text, citations = build_citations(text, reply.sources if reply else [])
             entities = [ai_message_entity(citations if cited_text == text else [])]
         payload = MessagePayload(text or STILL_WORKING, entities)
-        if await self._send_final(payload, answer_chars=len(text)):
-            self._delivery["plan"] = "remainder"
-            await self._save()
+        await self._send_final(payload, answer_chars=len(text), plan="remainder")
 
     async def _finalise(self, reply: Reply) -> None:
         payloads = final_message_payload(reply, **self._render_kw())
         first, rest = payloads[0], payloads[1:]
         shown = self._shown or ""
         if first.text.startswith(shown):
-            if await self._send_final(first):
-                self._delivery["plan"] = "rest"
-                await self._save()
+            if await self._send_final(first, plan="rest"):
                 await self._send_follow_ups(rest)
                 return
         elif not first.in_place and to_teams_markdown(reply.text).text.startswith(shown):
@@ -117,16 +118,13 @@ class StreamClosing(StreamState):
             # paragraphs): close with exactly the streamed text, the rest follows (§1.1).
             cited, citations = build_citations(shown, reply.sources)
             entity = ai_message_entity(citations if cited == shown else [])
-            if await self._send_final(MessagePayload(shown, [entity])):
-                self._delivery["plan"] = "remainder"
-                await self._save()
+            await self._send_final(MessagePayload(shown, [entity]), plan="remainder")
         # Teams 403s a final that does not start with the streamed text (§1.1): the agent
         # rewrote it, or the final shows tables where flattened rows were streamed. Close with
         # exactly the streamed text, then replace the message in place (teams.py does the same).
-        elif await self._send_final(MessagePayload(shown, [ai_message_entity([])])):
-            # Journal the plan first: a resumed run must not re-send what the replace shows.
-            self._delivery["plan"] = "rest"
-            await self._save()
+        # The plan is journaled with the final: a resumed run must not re-send what the replace
+        # shows.
+        elif await self._send_final(MessagePayload(shown, [ai_message_entity([])]), plan="rest"):
             await self._replace_in_place(first)
             await self._send_follow_ups(rest)
             return
@@ -135,10 +133,16 @@ class StreamClosing(StreamState):
         await self._deliver_remainder(reply)
 
     async def _send_final(
-        self, payload: MessagePayload, *, answer_chars: int | None = None
+        self, payload: MessagePayload, *, answer_chars: int | None = None, plan: str | None = None
     ) -> bool:
-        """Close the stream with ``payload``; False when Teams refused (phase is then CLOSED)."""
+        """Close the stream with ``payload``; False when Teams refused (phase is then CLOSED).
+
+        ``answer_chars``: how much of its text is answer text (the rest is a notice); ``plan``:
+        how what it does not show follows (``rest`` / ``remainder``, module docstring of
+        relay.teams.stream_state), journaled with it, and ahead of it as ``closing``."""
         assert self.stream_id is not None
+        text = payload.text if answer_chars is None else payload.text[:answer_chars]
+        self._closing = {"text": text, "plan": plan}
         parts: dict[str, Any] = {
             "entities": [
                 stream_info(stream_type="final", stream_id=self.stream_id),
@@ -148,6 +152,7 @@ class StreamClosing(StreamState):
             "channel_data": payload.channel_data,
         }
         activity = message_activity(self._turn.ref, payload.text, **parts)
+        await self._save()  # write-ahead (relay.teams.stream_state)
         ambiguous = False
         for _ in range(TEAMS.attempts):
             await asyncio.sleep(max(0.0, self._not_before - time.monotonic()))
@@ -174,9 +179,7 @@ class StreamClosing(StreamState):
             except UpstreamError as exc:
                 await self._broken(exc)
                 return False
-            self.phase = Phase.CLOSED
-            self._shown = payload.text if answer_chars is None else payload.text[:answer_chars]
-            self._shown_chars = len(self._shown)
+            self._closed_by(self._closing)
             await self._save()
             return True
         await self._broken()

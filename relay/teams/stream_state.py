@@ -24,6 +24,8 @@ final or refusal. It holds::
     activity_ids   ids of those messages (``relay.feedback`` maps a rating back to the turn)
     notices_sent   error notices already sent
     cancelled      true once the user pressed Stop
+    closing        while a final is on the wire: {"text": the answer text it shows, "plan": the
+                   plan once it is accepted} (write-ahead too; see below)
 
 A relay restarted mid-turn (or another replica taking the turn over) finds ``mode == "stream"``.
 If that stream is still open, Teams keeps showing its bubble and refuses a second stream in the
@@ -43,7 +45,10 @@ The update's text extends what Teams shows either way, and a final is accepted o
 with the streamed text (§1.1, 403 otherwise), so closing with the journaled text is valid in both
 cases. Journaled after Teams' answer instead, such a crash left the older text in the record: the
 close was refused, the bubble kept the newer text and the follow-up repeated it
-(``tests/test_recovery_process.py``).
+(``tests/test_recovery_process.py``). A final is journaled ahead as ``closing`` for the same
+reason: if a run dies while its final is on the wire, the next run's first request on that stream
+either goes through (the final never arrived) or is refused as "already completed" — then that
+final did arrive, and the run continues from what it showed, under its plan.
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ from enum import StrEnum
 from typing import Any
 
 from relay.domain import Reply, Turn
-from relay.errors import LeaseLost, StreamCancelled, UpstreamError
+from relay.errors import LeaseLost, StreamCancelled, StreamRejected, UpstreamError
 from relay.retry import TEAMS
 from relay.store.base import Store
 from relay.teams.activities import Payload
@@ -129,6 +134,8 @@ class StreamState:
         # (sequence, streamed text or None for an informative update) of the update journaled
         # ahead and not yet acknowledged (see "write-ahead" in the module docstring)
         self._ahead: tuple[int, str | None] | None = None
+        self._closing: dict[str, Any] | None = None  # this run's final, journaled ahead
+        self._prior_closing: dict[str, Any] | None = None  # a dead run's, maybe shown already
 
     async def _post(self, activity: Payload, *, idempotent: bool) -> SendResult:
         """One stream request. The pause runs from its *end*: Teams times arrivals, and ours
@@ -153,10 +160,26 @@ class StreamState:
 
     async def _broken(self, exc: BaseException | None = None) -> None:
         """Teams refused the stream: finish outside it from the last acknowledged text."""
+        prior, self._prior_closing = self._prior_closing, None
+        if prior is not None and _already_completed(exc):
+            # The final a killed run had on the wire arrived: continue from what it shows.
+            log.info("turn %s: the previous run's final arrived", self._turn.turn_id)
+            self._closed_by(prior)
+            await self._save()
+            return
         if exc is not None:
             log.warning("stream of turn %s ended by Teams: %s", self._turn.turn_id, exc)
         self.phase = Phase.CLOSED if self.stream_id is not None else Phase.FALLBACK
         await self._save()
+
+    def _closed_by(self, closing: dict[str, Any]) -> None:
+        """The stream is closed by the final ``closing`` describes (ours or a dead run's)."""
+        self.phase = Phase.CLOSED
+        self._shown = str(closing["text"])
+        self._shown_chars = len(self._shown)
+        if closing.get("plan"):
+            self._delivery["plan"] = closing["plan"]
+        self._closing = self._prior_closing = None
 
     async def _cancelled(self, exc: StreamCancelled) -> None:
         log.info("turn %s: the user pressed Stop", self._turn.turn_id)
@@ -182,11 +205,23 @@ class StreamState:
                 if ahead_text is not None:
                     shown, chars = ahead_text, len(ahead_text)
             d["shown_text"] = shown  # what a resumed run closes the stream with
+            # A dead run's unresolved final comes first: if it arrived, it closed the stream.
+            closing = self._prior_closing or self._closing
+            if closing is not None:
+                d["closing"] = closing
+            else:
+                d.pop("closing", None)
         else:
             d.pop("shown_text", None)
+            d.pop("closing", None)
         d["sequence"], d["shown_chars"] = sequence, chars
         if self._last_request_at is not None:
             d["last_request_at"] = self._last_request_at
         d["stream_closed"] = self.phase is not Phase.OPEN
         d["cancelled"] = self.phase is Phase.CANCELLED
         await self._store.save_delivery(self._turn.turn_id, d)
+
+
+def _already_completed(exc: BaseException | None) -> bool:
+    """Teams' refusal of any request on a stream whose final it has accepted (§1.1 errors)."""
+    return isinstance(exc, StreamRejected) and "already completed" in exc.message.lower()
