@@ -159,7 +159,8 @@ class StreamState:
         self._not_before = max(self._not_before, time.monotonic() + retry_after)
 
     async def _broken(self, exc: BaseException | None = None) -> None:
-        """Teams refused the stream: finish outside it from the last acknowledged text."""
+        """Teams refused the stream: finish outside it from the last acknowledged text — or,
+        when a dead run's final is what closed it, from what that final shows."""
         prior, self._prior_closing = self._prior_closing, None
         if prior is not None and _already_completed(exc):
             # The final a killed run had on the wire arrived: continue from what it shows.
