@@ -34,7 +34,9 @@ DEFAULT_RETENTION = 30 * 86400.0
 # The fields of a delivery record that hold answer text (relay.teams.stream keeps what the open
 # stream shows, so a resumed run can close it). A finished turn drops them; its bookkeeping
 # (ids, counts, flags) stays. A sink that records text in a new field must list it here.
-ANSWER_TEXT_KEYS = frozenset({"shown_text"})
+# The streamed text a resumed run closes with, and the final journaled ahead of its sending
+# (relay.teams.stream_state).
+ANSWER_TEXT_KEYS = frozenset({"shown_text", "closing"})
 
 
 def delivered_ids(delivery: dict[str, Any]) -> set[str]:

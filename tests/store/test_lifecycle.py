@@ -101,7 +101,8 @@ async def session(store: Store, conv: ConversationId, bot: BotId = BOT) -> None:
 async def test_a_finished_turn_keeps_its_bookkeeping_but_no_text(store: Store) -> None:
     t = turn(1)
     record = {"stream_id": "s-1", "activity_ids": ["m-2"], "shown_chars": 6, "plan": "rest"}
-    await finish(store, t, {**record, "shown_text": "answer"})
+    closing = {"text": "answer", "plan": "rest"}  # a final journaled ahead, never confirmed
+    await finish(store, t, {**record, "shown_text": "answer", "closing": closing})
     assert (t.text, t.files) == ("", [])  # the object in hand matches the journal
     assert await store.get_turn(t.turn_id) == t
     assert await store.get_delivery(t.turn_id) == record
