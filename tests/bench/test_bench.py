@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from bench.common import chunk_text, machine_ticks, newest_chunk, percentile, relay_added
+from bench.neo_calls import measure as measure_calls
 from bench.neo_shard import decode_cursor, encode_cursor, merge_answers
 from bench.neo_tail import events, measure
 
@@ -117,3 +118,10 @@ def test_neo_tail_bench_reads_every_event_of_every_stream() -> None:
     figures = asyncio.run(measure(streams=3, chunks=5, rounds=2))
     assert len(figures) == 2
     assert 0 < figures[0] <= figures[1]
+
+
+def test_neo_calls_bench_times_the_relay_client_and_aiohttp() -> None:
+    """bench.neo_calls makes real calls through both clients (a failed call raises)."""
+    figures = asyncio.run(measure_calls(calls=20, rounds=2))
+    assert set(figures) == {"relay", "aiohttp"}
+    assert all(us > 0 for us in figures.values()), figures
