@@ -20,8 +20,9 @@ import pytest
 
 from relay.devtools.neo_emulator_streams import DONE, EventLog, TurnInput
 from relay.devtools.teams_connector import Received
-from relay.domain import TurnId
-from tests.fakes.harness import Harness
+from relay.domain import BotId, ConversationId, TurnId, make_turn_id
+from relay.store import open_store
+from tests.fakes.harness import BOT_A, Harness
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 SETTLE = 0.3  # time given to the relay to read appended chunks (it needs milliseconds)
@@ -65,6 +66,33 @@ async def release_one(h: Harness, count: int) -> None:
     await h.wait_for(
         lambda: len(h.teams.stream_requests()) >= count, what=f"stream request {count}"
     )
+
+
+async def first_paragraph_streamed(h: Harness, conv: str) -> tuple[NeoGate, dict[str, Any]]:
+    """Start a 1:1 answer "Para one.\n\nParatwo" and wait until Teams shows its first paragraph;
+    the gate (for the rest of the answer) and the user's activity."""
+    gate = NeoGate(h)
+    act = h.activity(BOT_A, "hi", conversation_id=conv)
+    await h.deliver(act, bot=BOT_A)
+    await gate.push(*text_chunks("Para one.\n\nParatwo"))
+    await h.wait_for(
+        lambda: h.teams.stream_requests(conv)[-1].activity.get("text") == "Para one.",
+        what="the first paragraph streamed",
+    )
+    return gate, act
+
+
+async def delivery_record(h: Harness, act: dict[str, Any]) -> dict[str, Any]:
+    """The turn's journaled delivery record, read through a store of its own (the relay's may be
+    stopped)."""
+    conv = ConversationId(act["conversation"]["id"])
+    turn_id = make_turn_id(BotId(BOT_A.app_id), conv, act["id"])
+    store = open_store(h.settings.database_url)
+    await store.open()
+    try:
+        return await store.get_delivery(turn_id)
+    finally:
+        await store.close()
 
 
 def text_chunks(text: str, *, start: bool = True, end: bool = False) -> list[dict[str, Any]]:

@@ -21,14 +21,18 @@ from hypothesis import strategies as st
 from relay.devtools.neo_emulator_streams import fixture_script
 from relay.devtools.teams_connector import TeamsConnectorEmulator
 from relay.domain import BotId, ConversationId, Reply, make_turn_id
-from relay.store import open_store
 from relay.teams.markdown import to_teams_markdown
 from relay.teams.render import final_message_payload
 from relay.teams.stream import NO_ANSWER
 from relay.teams.stream_text import streamable_text
 from tests.fakes.harness import BOT_A, Harness, close_harness, make_harness
 from tests.paths import fixture
-from tests.teams.stream_support import NeoGate, text_chunks
+from tests.teams.stream_support import (
+    NeoGate,
+    delivery_record,
+    first_paragraph_streamed,
+    text_chunks,
+)
 
 FULL_SSE = fixture("aisdk-v6", "full.sse")
 GAP = 0.06  # the emulator below insists on 0.05 s between requests of a stream
@@ -403,13 +407,7 @@ async def test_restart_mid_stream_closes_the_old_stream_then_sends_the_rest(
     h = await make_harness(tmp_path, shutdown_grace=0.1)
     try:
         conv = "a:restart"
-        gate = NeoGate(h)
-        await h.deliver(h.activity(BOT_A, "hi", conversation_id=conv), bot=BOT_A)
-        await gate.push(*text_chunks("Para one.\n\nParatwo"))
-        await h.wait_for(
-            lambda: h.teams.stream_requests(conv)[-1].activity.get("text") == "Para one.",
-            what="the first paragraph streamed",
-        )
+        gate, _act = await first_paragraph_streamed(h, conv)
         old_stream = h.teams.stream_requests(conv)[-1].activity["entities"][0]["streamId"]
         await h.stop_relay()  # the turn is interrupted mid-stream; its journal stays
         sent_before_restart = len(h.teams.received)
@@ -476,13 +474,7 @@ async def test_a_stream_that_teams_already_ended_is_not_closed_twice(tmp_path: P
     h = await make_harness(tmp_path, shutdown_grace=0.1)
     try:
         conv = "a:restart-ended"
-        gate = NeoGate(h)
-        await h.deliver(h.activity(BOT_A, "hi", conversation_id=conv), bot=BOT_A)
-        await gate.push(*text_chunks("Para one.\n\nParatwo"))
-        await h.wait_for(
-            lambda: h.teams.stream_requests(conv)[-1].activity.get("text") == "Para one.",
-            what="the first paragraph streamed",
-        )
+        gate, _act = await first_paragraph_streamed(h, conv)
         await h.stop_relay()
         h.teams.stream_cap_seconds = 0.0  # by the restart Teams has timed the stream out
         await h.start_relay()
@@ -530,26 +522,13 @@ async def test_an_update_is_journaled_before_it_is_sent(tmp_path: Path) -> None:
     h = await make_harness(tmp_path)
     try:
         conv = "a:ahead"
-        gate = NeoGate(h)
-        act = h.activity(BOT_A, "hi", conversation_id=conv)
-        await h.deliver(act, bot=BOT_A)
-        await gate.push(*text_chunks("Para one.\n\nParatwo"))
-        await h.wait_for(
-            lambda: h.teams.stream_requests(conv)[-1].activity.get("text") == "Para one.",
-            what="the first paragraph streamed",
-        )
+        gate, act = await first_paragraph_streamed(h, conv)
         h.teams.pause()
         await gate.push(*text_chunks(" continues.\n\nParathree", start=False), settle=False)
         await h.wait_for(lambda: len(h.teams.stream_requests(conv)) == 3, what="an update")
         on_the_wire = h.teams.stream_requests(conv)[-1]
         assert on_the_wire.status == 0  # recorded, not answered yet
-        turn_id = make_turn_id(BotId(BOT_A.app_id), ConversationId(conv), act["id"])
-        store = open_store(h.settings.database_url)
-        await store.open()
-        try:
-            record = await store.get_delivery(turn_id)
-        finally:
-            await store.close()
+        record = await delivery_record(h, act)
         text = on_the_wire.activity["text"]
         assert text == "Para one.\n\nParatwo continues."
         assert (record["shown_text"], record["shown_chars"]) == (text, len(text))
@@ -568,14 +547,7 @@ async def test_shutdown_mid_stream_sends_nothing_more(tmp_path: Path) -> None:
     h = await make_harness(tmp_path, shutdown_grace=0.1)
     try:
         conv = "a:shutdown"
-        gate = NeoGate(h)
-        act = h.activity(BOT_A, "hi", conversation_id=conv)
-        await h.deliver(act, bot=BOT_A)
-        await gate.push(*text_chunks("Para one.\n\nParatwo"))
-        await h.wait_for(
-            lambda: h.teams.stream_requests(conv)[-1].activity.get("text") == "Para one.",
-            what="the first paragraph streamed",
-        )
+        gate, act = await first_paragraph_streamed(h, conv)
         h.teams.latency = 0.3  # the next update is on the wire when the relay stops
         await gate.push(*text_chunks(" continues.\n\nParathree", start=False), settle=False)
         await h.wait_for(lambda: len(h.teams.stream_requests(conv)) == 3, what="an update")
@@ -584,13 +556,7 @@ async def test_shutdown_mid_stream_sends_nothing_more(tmp_path: Path) -> None:
         await asyncio.sleep(0.5)
         assert len(h.teams.received) == count  # no final, no notice, no typing
         # The update that was on the wire finished and was journaled: the next run knows it.
-        turn_id = make_turn_id(BotId(BOT_A.app_id), ConversationId(conv), act["id"])
-        store = open_store(h.settings.database_url)
-        await store.open()
-        try:
-            record = await store.get_delivery(turn_id)
-        finally:
-            await store.close()
+        record = await delivery_record(h, act)
         shown = "Para one.\n\nParatwo continues."
         assert h.teams.stream_requests(conv)[-1].activity["text"] == shown
         assert (record["shown_text"], record["stream_closed"]) == (shown, False)
