@@ -154,7 +154,7 @@ async def test_sigkill_while_a_stream_update_is_on_the_wire_shows_nothing_twice(
     text *before* sending it, so the next process closes the stream with that text (which
     extends whatever Teams shows, whether or not the update arrived) and continues after it."""
     h = emulators
-    h.neo.chunk_delay = 0.06
+    h.neo.chunk_delay = 0.1  # ~6 s of answer: the held request is an update, not the final
     env = relay_env(h)
     first = await RelayProcess.start(env, tmp_path / "relay-1.log")
     second: RelayProcess | None = None
