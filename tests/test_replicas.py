@@ -298,16 +298,25 @@ async def test_two_replicas_one_killed_mid_answer_every_answer_once_in_order(
         killed_at = time.monotonic()
         shown_before = {c: len(user_view(h.teams, c)) for c in held_by_a}
 
+        pending: list[str] = []  # what is not delivered yet, for the failure message
+
         async def all_delivered() -> bool:
+            pending.clear()
             for conv in conversations:
                 turns = await store.conversation_turns(BOT_A.app_id, conv)  # type: ignore[arg-type]
-                if len(turns) < MESSAGES_PER_CONVERSATION or any(
-                    t.state is not TurnState.DELIVERED for t in turns
-                ):
-                    return False
-            return True
+                if len(turns) < MESSAGES_PER_CONVERSATION:
+                    pending.append(f"{conv}: {len(turns)} of {MESSAGES_PER_CONVERSATION} turns")
+                pending.extend(
+                    f"{conv} {t.turn_id}: {t.state.value}, attempts {t.attempts}, error {t.error}"
+                    for t in turns
+                    if t.state is not TurnState.DELIVERED
+                )
+            return not pending
 
-        await _wait(all_delivered, 60, "every answer (replica B alone)")
+        try:
+            await _wait(all_delivered, 60, "every answer (replica B alone)")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {pending}\n{b.log()[-4000:]}") from None
         all_done = time.monotonic() - killed_at
         recovered = [
             r.at - killed_at
