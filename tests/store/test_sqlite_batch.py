@@ -31,9 +31,17 @@ async def test_concurrent_writes_share_commits_and_are_committed_when_awaited(
     db = BatchedConnection(str(path))
     await db.open(_schema)
     try:
-        # Hold the thread busy so that the writes queue up behind it and form one batch.
-        gate = threading.Event()
-        blocker = asyncio.ensure_future(db.read(lambda _c: gate.wait(5)))
+        # Hold the thread busy so that the writes queue up behind it and form one batch. The
+        # writes are submitted only once the thread is inside the blocker: submitted together,
+        # the thread could take the first few into the blocker's batch and the rest into a second.
+        gate, inside = threading.Event(), threading.Event()
+
+        def block(_c: object) -> bool:
+            inside.set()
+            return gate.wait(5)
+
+        blocker = asyncio.ensure_future(db.read(block))
+        await asyncio.to_thread(inside.wait, 5)
         writes = [
             asyncio.ensure_future(
                 db.write(lambda c, i=i: c.execute("INSERT INTO t VALUES (?, ?)", (f"k{i}", i)))
