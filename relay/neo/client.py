@@ -20,8 +20,8 @@ from urllib.parse import quote
 
 import httpx
 
+from relay import fastjson
 from relay.domain import BotId, EventId, ModelTier, SessionId, TenantId
-from relay.neo import fastjson
 from relay.neo.http import NeoHttp
 from relay.neo.http_errors import (
     SERVICE,

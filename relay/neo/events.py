@@ -7,7 +7,7 @@ by id, skips whatever is not a JSON object, decides where the turn ends (``[DONE
 body after a terminal chunk, ai-sdk-v6-stream.md §3 "What ends a turn") and bounds every wait with a
 first-event, an idle and a total limit, because an upstream LLM stream must never hang a turn
 (peers-and-pitfalls.md §5 "Unbounded/hung LLM streams"). Parsing stays minimal — one
-JSON parse per event (orjson, ``relay.neo.fastjson``); meaning is ``relay.neo.chunks``' job.
+JSON parse per event (orjson, ``relay.fastjson``); meaning is ``relay.neo.chunks``' job.
 
 Tail scoping (DESIGN.md invariant 9). One session is one event stream shared by all its turns,
 and a turn the relay stopped tailing (Stop, deadline, failed tail) keeps writing into it, after the
@@ -32,10 +32,10 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
+from relay import fastjson
 from relay.config import Settings
 from relay.domain import EventId, SessionId
 from relay.errors import AmbiguousError, RetryableError
-from relay.neo import fastjson
 from relay.neo.chunks import TERMINAL_TYPES
 from relay.neo.client import SERVICE, NeoClient, SseFrame
 from relay.neo.idle_timer import IdleTimer

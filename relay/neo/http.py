@@ -18,8 +18,8 @@ from typing import Any, NoReturn, Protocol, Self
 import httpx
 from pydantic import SecretStr
 
+from relay import fastjson
 from relay.errors import UpstreamError
-from relay.neo import fastjson
 from relay.neo.http_errors import bad_response, error_for, opt_str, transport_error
 from relay.neo.transport import AiohttpTransport
 
