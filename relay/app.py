@@ -25,6 +25,7 @@ from relay.errors import AuthError, ConfigError, InboundError
 from relay.neo.adapter import NeoAdapter
 from relay.ops.logs import bot_secret_values, register_secrets
 from relay.ops.metrics import RelayMetrics
+from relay.ops.task_dump import TaskDumper
 from relay.registry import BotRegistry, RegistryReloader
 from relay.replicas import ConversationLeases
 from relay.start_slots import StartSlots
@@ -73,6 +74,7 @@ METRICS_RUNNER: web.AppKey[web.AppRunner] = web.AppKey("metrics_runner", web.App
 METRICS_URL: web.AppKey[str] = web.AppKey("metrics_url", str)
 # Deletes what is older than RELAY_RETENTION (relay/store/lifecycle.py).
 SWEEPER: web.AppKey[RetentionSweeper] = web.AppKey("retention_sweeper", RetentionSweeper)
+TASK_DUMPER: web.AppKey[TaskDumper] = web.AppKey("task_dumper", TaskDumper)
 
 
 class _QuietBadRequests(logging.Filter):
@@ -119,6 +121,8 @@ def create_app(settings: Settings) -> web.Application:
 
 async def _startup(app: web.Application) -> None:
     settings, metrics = app[SETTINGS], app[METRICS]
+    dumper = app[TASK_DUMPER] = TaskDumper()  # kill -USR1: what every task waits on
+    dumper.start()
     metrics.attach_retries()
     metrics.attach_feedback()
     store = metrics.timed_store(open_store(settings.database_url, retention=settings.retention))
@@ -239,6 +243,8 @@ async def _stop_metrics(app: web.Application) -> None:
 
 
 async def _shutdown(app: web.Application) -> None:
+    if (dumper := app.get(TASK_DUMPER)) is not None:
+        dumper.stop()
     app[METRICS].detach_retries()
     app[METRICS].detach_feedback()
     if (sweeper := app.get(SWEEPER)) is not None:

@@ -40,6 +40,7 @@ from relay.store.base import current_fence
 from tests.fakes.harness import BOT_A, Harness, close_harness, make_harness
 from tests.fakes.redis_server import RedisServer
 from tests.fakes.relay_process import RelayProcess, relay_env
+from tests.fakes.replica_report import lease_owners, stuck_report, undelivered
 from tests.fakes.user_view import user_view
 from tests.test_reliability import _answer
 
@@ -210,16 +211,6 @@ async def test_the_sweep_resumes_a_conversation_whose_holder_died(shared: Store)
     assert log == ["B:message 1"]
 
 
-async def _leases_by_owner(client: aioredis.Redis, prefix: str) -> dict[str, str]:
-    """conversation lease key -> owner, as Redis has them now."""
-    owners: dict[str, str] = {}
-    async for key in client.scan_iter(match=f"{prefix}lease:conv:*"):
-        owner = await client.hget(key, "owner")
-        if owner:
-            owners[key.removeprefix(f"{prefix}lease:")] = owner
-    return owners
-
-
 async def _wait(predicate: object, timeout: float, what: str) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -278,7 +269,7 @@ async def test_two_replicas_one_killed_mid_answer_every_answer_once_in_order(
         victims: list[RelayProcess] = []
 
         async def text_half_shown() -> bool:
-            owners = await _leases_by_owner(client, prefix)
+            owners = await lease_owners(client, prefix)
             for stream in list(h.teams._streams.values()):  # the emulator's open streams
                 owner = owners.get(f"conv:{BOT_A.app_id}:{stream.conversation_id}")
                 if owner and stream.text and not stream.finished:
@@ -291,7 +282,7 @@ async def test_two_replicas_one_killed_mid_answer_every_answer_once_in_order(
         a_owner = f":{a.proc.pid}:"
         held_by_a = {
             key.split(":", 2)[2]
-            for key, owner in (await _leases_by_owner(client, prefix)).items()
+            for key, owner in (await lease_owners(client, prefix)).items()
             if a_owner in owner
         }
         await a.kill()  # SIGKILL: no shutdown, no lease release
@@ -301,22 +292,16 @@ async def test_two_replicas_one_killed_mid_answer_every_answer_once_in_order(
         pending: list[str] = []  # what is not delivered yet, for the failure message
 
         async def all_delivered() -> bool:
-            pending.clear()
-            for conv in conversations:
-                turns = await store.conversation_turns(BOT_A.app_id, conv)  # type: ignore[arg-type]
-                if len(turns) < MESSAGES_PER_CONVERSATION:
-                    pending.append(f"{conv}: {len(turns)} of {MESSAGES_PER_CONVERSATION} turns")
-                pending.extend(
-                    f"{conv} {t.turn_id}: {t.state.value}, attempts {t.attempts}, error {t.error}"
-                    for t in turns
-                    if t.state is not TurnState.DELIVERED
-                )
+            pending[:] = await undelivered(
+                store, BOT_A.app_id, conversations, MESSAGES_PER_CONVERSATION
+            )
             return not pending
 
         try:
             await _wait(all_delivered, 60, "every answer (replica B alone)")
         except AssertionError as exc:
-            raise AssertionError(f"{exc}: {pending}\n{b.log()[-4000:]}") from None
+            report = await stuck_report(pending, [b], redis_port=redis_server.port, prefix=prefix)
+            raise AssertionError(f"{exc}\n{report}") from None
         all_done = time.monotonic() - killed_at
         recovered = [
             r.at - killed_at

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import aiohttp
 
-from relay.domain import TurnState
 from relay.store import RedisStore
 from tests.fakes.harness import BOT_A, close_harness, make_harness
 from tests.fakes.redis_server import RedisServer
 from tests.fakes.relay_process import RelayProcess, relay_env
+from tests.fakes.replica_report import stuck_report, undelivered
 from tests.fakes.user_view import user_view
 from tests.test_replicas import _first_seen, _script, _wait, _words
 
@@ -77,14 +77,20 @@ async def test_two_replicas_share_neo_budget_no_429_every_turn_once_in_order(
             *(deliver(i, k) for i in range(len(CONVERSATIONS)) for k in range(MESSAGES))
         )
 
-        async def all_delivered() -> bool:
-            for conv, _ in CONVERSATIONS:
-                turns = await store.conversation_turns(BOT_A.app_id, conv)  # type: ignore[arg-type]
-                if len(turns) < MESSAGES or any(t.state is not TurnState.DELIVERED for t in turns):
-                    return False
-            return True
+        conversations = [conv for conv, _ in CONVERSATIONS]
+        pending: list[str] = []
 
-        await _wait(all_delivered, 90, "every answer")
+        async def all_delivered() -> bool:
+            pending[:] = await undelivered(store, BOT_A.app_id, conversations, MESSAGES)
+            return not pending
+
+        try:
+            await _wait(all_delivered, 90, "every answer")
+        except AssertionError as exc:
+            report = await stuck_report(
+                pending, replicas, redis_port=redis_server.port, prefix=prefix
+            )
+            raise AssertionError(f"{exc}\n{report}") from None
         elapsed = loop.time() - started
         await asyncio.sleep(1.0)  # anything doubled would show up by now
         calls = [r for r in h.neo.requests if r.path.startswith("/public-api/")]

@@ -100,6 +100,22 @@ class RelayProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    async def task_dump(self, timeout: float = 5.0) -> str:
+        """SIGUSR1 (``relay.ops.task_dump``): the dump it logs, or a note why there is none."""
+        if self.proc.returncode is not None:
+            return f"(exited with {self.proc.returncode}: no task dump)"
+        before = len(self.log())
+        self.proc.send_signal(signal.SIGUSR1)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            text = self.log()[before:]
+            start = text.find("task dump (SIGUSR1)")
+            if start >= 0:
+                await asyncio.sleep(0.2)  # let the whole record reach the file
+                return self.log()[before + start :]
+            await asyncio.sleep(0.05)
+        return f"(no task dump within {timeout} s)"
+
     async def signal_and_wait(self, sig: int, timeout: float) -> int:
         """Send ``sig`` and wait (bounded) for the exit status."""
         self.proc.send_signal(sig)
