@@ -43,6 +43,9 @@ Submit = Callable[[Turn], bool]
 _MAX_HOLDS = 20
 _MAX_TURNS_PER_HOLD = 1000
 _RELEASE_TIMEOUT = 2.0
+# A conversation the sweep takes up again and again while its oldest unfinished turn stays
+# unchanged this many lease periods is stalled, not merely slow: say so once, naming the holder.
+STALL_PERIODS = 4
 
 
 def replica_id() -> str:
@@ -88,6 +91,7 @@ class ConversationLeases:
         self._renew_every = ttl / 3
         self._sweep_every = sweep_interval if sweep_interval is not None else ttl / 3
         self._sweeper: asyncio.Task[None] | None = None
+        self._stalled: set[TurnId] = set()  # reported once each; pruned as they finish
 
     # -- running turns under the lease -----------------------------------------------------------
 
@@ -209,10 +213,34 @@ class ConversationLeases:
             first.setdefault(key, turn)
             latest[key] = max(latest.get(key, 0.0), turn.updated_at)
         submitted = 0
+        self._stalled &= {turn.turn_id for turn in first.values()}
         for key, turn in first.items():
-            if now - latest[key] >= self.ttl:
-                submitted += submit(turn)
+            idle = now - latest[key]
+            if idle >= self.ttl and submit(turn):
+                submitted += 1
+                if idle >= STALL_PERIODS * self.ttl and turn.turn_id not in self._stalled:
+                    self._stalled.add(turn.turn_id)
+                    await self._report_stall(turn, idle)
         return submitted
+
+    async def _report_stall(self, turn: Turn, idle: float) -> None:
+        """One WARNING for a conversation that does not move although the sweep keeps taking it
+        up: whoever holds its lease is alive (it renews) but its turn is stuck; ``kill -USR1``
+        on that replica logs what it waits on (``relay.ops.task_dump``)."""
+        key = lease_key(turn.bot_id, turn.conversation_id)
+        try:
+            holder = await self._store.lease_holder(key)
+        except Exception as exc:
+            holder = f"unknown ({type(exc).__name__})"
+        log.warning(
+            "conversation %s stalled: turn %s (%s) unchanged for %.0f s; lease held by %s",
+            turn.conversation_id,
+            turn.turn_id,
+            turn.state.value,
+            idle,
+            holder or "nobody",
+            extra={"turn_id": turn.turn_id},
+        )
 
     def start_sweeper(self, submit: Submit) -> None:
         if self._sweeper is None:

@@ -13,6 +13,7 @@ here (``RELAY_LEASE_SECONDS``), so a dead replica's conversations resume within 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -209,6 +210,35 @@ async def test_the_sweep_resumes_a_conversation_whose_holder_died(shared: Store)
     assert [t.turn_id for t in submitted] == [orphan.turn_id]
     await b.run(submitted[0])
     assert log == ["B:message 1"]
+
+
+async def test_a_conversation_that_never_moves_is_reported_once_with_its_lease_holder(
+    shared: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = ConversationLeases(shared, _Recorder(shared, "A", []), ttl=0.2, owner="replica-a")
+    stuck = _turn(1)
+    await shared.add_turn(stuck)
+    # Another replica holds the conversation and renews, but its turn never changes.
+    assert await shared.acquire_lease(lease_key(BOT, CONV), "replica-stuck", 60) is not None
+    assert await shared.lease_holder(lease_key(BOT, CONV)) == "replica-stuck"
+    taken: list[Turn] = []
+    await asyncio.sleep(0.25)  # one lease period: abandoned-looking, not yet stalled
+    with caplog.at_level(logging.WARNING, logger="relay.replicas"):
+        assert await a.sweep(lambda t: taken.append(t) is None) == 1
+        assert "stalled" not in caplog.text
+        await asyncio.sleep(0.6)  # four lease periods in all
+        assert await a.sweep(lambda t: taken.append(t) is None) == 1
+        assert await a.sweep(lambda t: taken.append(t) is None) == 1
+    stalls = [r.getMessage() for r in caplog.records if "stalled" in r.getMessage()]
+    assert len(stalls) == 1, stalls  # once per turn, not once per sweep
+    assert stuck.turn_id in stalls[0]
+    assert "lease held by replica-stuck" in stalls[0]
+    # Refused by the worker (it runs or waits here already): not this replica's to report.
+    caplog.clear()
+    other = ConversationLeases(shared, _Recorder(shared, "B", []), ttl=0.1, owner="replica-b")
+    with caplog.at_level(logging.WARNING, logger="relay.replicas"):
+        assert await other.sweep(lambda t: False) == 0
+    assert "stalled" not in caplog.text
 
 
 async def _wait(predicate: object, timeout: float, what: str) -> None:

@@ -178,6 +178,9 @@ class Store(Protocol):
     async def release_lease(self, key: str, owner: str, token: int) -> None:
         """Give the lease up at once if (owner, token) still holds it; else do nothing."""
 
+    async def lease_holder(self, key: str) -> str | None:
+        """The owner holding lease ``key`` now, or None (for diagnostics: it may change at once)."""
+
     # -- conversation notes (relay.turn_scope, relay.approvals: issue 13's block) --------------
 
     async def merge_note(

@@ -56,6 +56,10 @@ class LocalLeases:
         if held is not None and (held.owner, held.token) == (owner, token):
             del self._held[key]
 
+    def holder(self, key: str) -> str | None:
+        held = self._held.get(key)
+        return held.owner if held is not None and held.expires_at > self._clock() else None
+
     def check(self, fence: Fence | None) -> None:
         """Raise ``LeaseLost`` unless the (explicit or ambient) fence's lease is live.
 

@@ -371,6 +371,10 @@ class RedisStore:
     async def release_lease(self, key: str, owner: str, token: int) -> None:
         await self._run("RELEASE_LEASE", [self._k("lease", key)], [owner, str(token)])
 
+    async def lease_holder(self, key: str) -> str | None:
+        owner = await self._redis.hget(self._k("lease", key), "owner")
+        return str(owner) if owner else None
+
     # -- conversation notes (issue 13's block) --------------------------------------------------
 
     def _note_key(self, bot_id: BotId, conversation_id: ConversationId, name: str) -> str:

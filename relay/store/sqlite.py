@@ -353,6 +353,9 @@ class SqliteStore:
     async def release_lease(self, key: str, owner: str, token: int) -> None:
         self._leases.release(key, owner, token)
 
+    async def lease_holder(self, key: str) -> str | None:
+        return self._leases.holder(key)
+
     # -- retention and erasure: relay.store.lifecycle, relay.store.sqlite_lifecycle -------------
 
     async def release_claim(self, key: str) -> None:
